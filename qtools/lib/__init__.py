@@ -1,0 +1,1 @@
+"""The small shared library: one job per module, no program logic."""

@@ -1,0 +1,27 @@
+"""fd - descriptor moves that survive exec (PEP 446 makes new fds non-inheritable)."""
+import os
+
+
+def move(src, dst):
+    """Make dst refer to src's file, inheritable, and close src (djb fd_move)."""
+    if src == dst:
+        os.set_inheritable(dst, True)
+        return
+    os.dup2(src, dst)
+    os.close(src)
+
+
+def copy(src, dst):
+    """dst := dup of src, inheritable (djb fd_copy)."""
+    if src == dst:
+        os.set_inheritable(dst, True)
+        return
+    os.dup2(src, dst)
+
+
+def writeall(fd, data):
+    """os.write until everything is written (pipes may take partial writes)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

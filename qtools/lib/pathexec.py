@@ -1,0 +1,178 @@
+"""pathexec - run a program like djb's pathexec_run, with exec elision.
+
+pathexec_run(argv) resolves argv[0] through $PATH exactly like execvp (a name
+with a '/' is used as is; an empty PATH element means '.'; EACCES, EPERM and
+EISDIR are remembered and the search goes on).  When the file found is a qtools
+launcher and QTOOLS_NOELIDE is not set, the program is not exec'd: its module
+is imported (usually preloaded by a long-lived parent) and its main(argv) runs
+in this process, which then _exits with its status.  Before that the process is
+put into the state an execve would give: close-on-exec fds closed, caught
+signals back to SIG_DFL (ignored ones stay ignored, the mask is kept), sys.argv
+replaced.  So a forked child pays a fork instead of a Python start-up.
+
+Env edits queued with env() are applied at exec time (value None = remove).
+"""
+import os
+import signal
+import sys
+
+MARKER = b"\n# qtools-program: "
+_cache = {}             # path -> (st_ino, st_mtime_ns, module or None)
+_edits = []
+
+
+def env(name, value):
+    """Queue an environment change for the next pathexec_run (None removes)."""
+    _edits.append((name, value))
+
+
+def _apply_env():
+    for name, value in _edits:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    del _edits[:]
+
+
+def elision_enabled():
+    return not os.environ.get("QTOOLS_NOELIDE")
+
+
+def launcher_module(path):
+    """The module name if path is an executable qtools launcher, else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    hit = _cache.get(path)
+    if hit and hit[0] == st.st_ino and hit[1] == st.st_mtime_ns:
+        return hit[2]
+    mod = None
+    if st.st_mode & 0o111 and os.access(path, os.X_OK):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                head = os.read(fd, 256)
+            finally:
+                os.close(fd)
+        except OSError:
+            head = b""
+        if head.startswith(b"#!"):
+            i = head.find(MARKER)
+            if i >= 0:
+                j = head.find(b"\n", i + len(MARKER))
+                if j > 0:
+                    mod = head[i + len(MARKER):j].strip().decode("ascii", "replace") or None
+    _cache[path] = (st.st_ino, st.st_mtime_ns, mod)
+    return mod
+
+
+def candidates(name):
+    """The paths execvp would try for name, in order."""
+    if "/" in name:
+        return [name]
+    path = os.environ.get("PATH")
+    if path is None:
+        path = "/bin:/usr/bin"
+    return [os.path.join(d, name) if d else name for d in path.split(":")]
+
+
+def resolve(name):
+    """First candidate that exists and is executable (for preloading), or None."""
+    for p in candidates(name):
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def preload(argv):
+    """In a long-lived parent: import the module argv[0] would run, so forked
+    children share it.  Calls the module's optional preload(argv) hook, which
+    may import what the program will need lazily (ssl, dns, ...).  Returns the
+    module name or None."""
+    if not elision_enabled() or not argv:
+        return None
+    p = resolve(argv[0])
+    mod = launcher_module(p) if p else None
+    if mod:
+        __import__(mod)
+        hook = getattr(sys.modules[mod], "preload", None)
+        if hook:
+            hook(argv)
+    return mod
+
+
+def pathexec_run(argv):
+    """Exec (or elide into) argv.  Returns only by raising OSError."""
+    _apply_env()
+    elide = elision_enabled()
+    saved = None
+    for p in candidates(argv[0]):
+        if elide:
+            mod = launcher_module(p)
+            if mod:
+                run_elided(mod, argv)           # never returns
+        try:
+            os.execv(p, argv)
+        except OSError as e:
+            if e.errno != 2:                    # ENOENT: keep looking
+                saved = e
+                if e.errno not in (13, 1, 21):  # EACCES, EPERM, EISDIR
+                    raise
+    raise saved if saved else FileNotFoundError(2, "No such file or directory", argv[0])
+
+
+def exec_state():
+    """Put this process into the state execve would leave it in."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        fds = [str(i) for i in range(3, 1024)]
+    for f in fds:
+        fd = int(f)
+        try:
+            if not os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for s in signal.valid_signals():
+        try:
+            h = signal.getsignal(s)
+        except (ValueError, OSError):
+            continue
+        if h is not signal.SIG_DFL and h is not signal.SIG_IGN:
+            try:
+                signal.signal(s, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+    # a fresh Python ignores SIGPIPE and SIGXFSZ; the programs expect that
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_elided(modname, argv):
+    """Run a qtools program in this process as if exec'd, then _exit."""
+    code = 111
+    try:
+        exec_state()
+        sys.argv = list(argv)
+        spt = sys.modules.get("setproctitle")
+        if spt is not None:
+            spt.setproctitle(" ".join(argv))
+        from qtools.lib import run
+        __import__(modname)
+        code = run.guard(sys.modules[modname], list(argv))
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(code)

@@ -1,0 +1,1 @@
+"""ucspi-tcp 0.88: tcpserver, tcprules, tcprulescheck, tcpclient, recordio, rblsmtpd ..."""

@@ -1,0 +1,39 @@
+"""tcprulescheck - show which rule tcpserver would apply to a client.
+
+usage: tcprulescheck rules.cdb
+Reads $TCPREMOTEIP (default 0.0.0.0), $TCPREMOTEHOST and $TCPREMOTEINFO.
+Exit codes: 0 done, 100 usage, 111 the cdb cannot be read.
+"""
+import os
+
+from qtools.lib import fd, strerr
+from qtools.ucspi import rules
+
+PROG = "tcprulescheck"
+USAGE = "tcprulescheck rules.cdb"
+
+
+def main(argv):
+    if len(argv) < 2:
+        strerr.die_usage(PROG, USAGE)
+    ip = os.environ.get("TCPREMOTEIP") or "0.0.0.0"
+    host = os.environ.get("TCPREMOTEHOST")
+    info = os.environ.get("TCPREMOTEINFO")
+    try:
+        key, data = rules.lookup(argv[1], ip, host, info)
+    except OSError as e:
+        strerr.die(111, PROG, "unable to read ", argv[1], ": ", e)
+    if key is None:
+        out = [b"default:\n"]
+    else:
+        out = [b"rule ", key.encode("latin-1"), b":\n"]
+        for rec in rules.records(data):
+            if rec[:1] == b"D":
+                out.append(b"deny connection\n")
+                fd.writeall(1, b"".join(out))
+                return 0
+            if rec[:1] == b"+":
+                out.append(b"set environment variable " + rec[1:] + b"\n")
+    out.append(b"allow connection\n")
+    fd.writeall(1, b"".join(out))
+    return 0

@@ -1,0 +1,463 @@
+"""tcpserver - accept TCP connections and run a program for each.
+
+usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ]
+       [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ]
+       host port program [ arg ... ]
+
+ucspi-tcp 0.88 behaviour: the parent binds, drops to -g/-u, and forks one
+child per connection (at most -c at once).  The child, in this order: logs
+`pid P from IP`, sets socket options and writes the -B banner, finds the local
+and remote names (-l/-h/-p), asks ident (-r), applies the -x rules cdb (opened
+afresh per connection, so `tcprules` can replace it live), logs `ok`/`deny`,
+puts the socket on fds 0 and 1 and runs the program with PROTO, TCPLOCALIP,
+TCPLOCALPORT, TCPLOCALHOST, TCPREMOTEIP, TCPREMOTEPORT, TCPREMOTEHOST,
+TCPREMOTEINFO and the rule's variables in its environment.
+
+qtools: when the program is itself a qtools program, the parent preloads it
+and each child runs it without an exec (see qtools.lib.pathexec); set
+QTOOLS_NOELIDE=1 for a real exec.  -4 is accepted (IPv4 is the default).
+
+Exit codes: 100 usage, 111 setup failure, 0 on SIGTERM.  Children exit 100
+when a rule denies, 111 when the connection is dropped, else the program's.
+"""
+import errno
+import gc
+import os
+import select
+import signal
+import socket
+
+from qtools.lib import pathexec, strerr
+from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
+from qtools.ucspi import rules
+
+PROG = "tcpserver"
+USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ]"
+         " [ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ]"
+         " [ -t timeout ] host port program\n")
+OPTS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO4"
+DROP = "tcpserver: warning: dropping connection, "
+
+
+class Config:
+    verbosity = 1
+    limit = 40
+    rules = None
+    allow_norules = False
+    banner = b""
+    uid = 0
+    gid = 0
+    backlog = 20
+    localhost = None
+    ident_timeout = 26
+    flag1 = False
+    nodelay = False
+    kill_options = True
+    remotehost = True
+    paranoid = False
+    remoteinfo = True
+
+
+def parse(argv):
+    c = Config()
+    opts, rest = getopt(argv, OPTS, PROG)
+    for o, a in opts:
+        if o == "b":
+            c.backlog = scan_ulong(a)
+        elif o == "c":
+            c.limit = scan_ulong(a)
+        elif o == "X":
+            c.allow_norules = True
+        elif o == "x":
+            c.rules = a
+        elif o == "B":
+            c.banner = a.encode("utf-8", "surrogateescape")
+        elif o == "d":
+            c.nodelay = False
+        elif o == "D":
+            c.nodelay = True
+        elif o == "v":
+            c.verbosity = 2
+        elif o == "q":
+            c.verbosity = 0
+        elif o == "Q":
+            c.verbosity = 1
+        elif o == "P":
+            c.paranoid = False
+        elif o == "p":
+            c.paranoid = True
+        elif o == "o":
+            c.kill_options = False
+        elif o == "O":
+            c.kill_options = True
+        elif o == "H":
+            c.remotehost = False
+        elif o == "h":
+            c.remotehost = True
+        elif o == "R":
+            c.remoteinfo = False
+        elif o == "r":
+            c.remoteinfo = True
+        elif o == "t":
+            c.ident_timeout = scan_ulong(a)
+        elif o == "U":
+            if "UID" in os.environ:
+                c.uid = scan_ulong(os.environ["UID"])
+            if "GID" in os.environ:
+                c.gid = scan_ulong(os.environ["GID"])
+        elif o == "u":
+            c.uid = scan_ulong(a)
+        elif o == "g":
+            c.gid = scan_ulong(a)
+        elif o == "1":
+            c.flag1 = True
+        elif o == "l":
+            c.localhost = a
+    if len(rest) < 3:
+        raise UsageError
+    c.host, c.port, c.argv = rest[0], rest[1], rest[2:]
+    return c
+
+
+def safe(s):
+    """ucspi-tcp safecats: at most 100 bytes, then '...'; unsafe bytes -> '?'."""
+    b = s.encode("latin-1", "replace") if isinstance(s, str) else s
+    out = bytes(c if 33 <= c <= 126 and c not in (37, 58) else 63 for c in b[:100])
+    return out + b"..." if len(b) >= 100 else out
+
+
+class Server:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.children = {}
+
+    def log(self, data, level=2):
+        if self.cfg.verbosity >= level:
+            try:
+                os.write(2, data)
+            except OSError:
+                pass
+
+    def status(self):
+        self.log(b"tcpserver: status: %d/%d\n" % (len(self.children), self.cfg.limit))
+
+    def fatal(self, *parts):
+        if self.cfg.verbosity >= 1:
+            strerr.write(PROG, ": fatal: ", *parts, "\n")
+        raise SystemExit(111)
+
+    # -- setup -------------------------------------------------------------
+    def listen(self):
+        cfg = self.cfg
+        host = cfg.host
+        if host in ("", "0"):
+            host = "0.0.0.0"
+        localip = host if _is_ip4(host) else self.lookup_host(host)
+        p = cfg.port
+        if p and p.isdigit():
+            port = int(p)
+        else:
+            try:
+                port = socket.getservbyname(p, "tcp")
+            except OSError:
+                self.fatal("unable to figure out port number for ", p)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as e:
+            self.fatal("unable to create socket: ", e)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((localip, port & 0xFFFF))
+        except OSError as e:
+            self.fatal("unable to bind: ", e)
+        try:
+            s.listen(cfg.backlog)
+        except OSError as e:
+            self.fatal("unable to listen: ", e)
+        return s
+
+    def lookup_host(self, host):
+        from qtools.lib import dns
+        try:
+            ips = dns.a(host)
+        except dns.PermFail:
+            ips = []
+        except dns.TempFail:
+            self.fatal("temporarily unable to figure out IP address for ", host,
+                       ": ", OSError(errno.EAGAIN, ""))
+        if not ips:
+            self.fatal("no IP address for ", host)
+        return ips[0]
+
+    def drop_privileges(self):
+        cfg = self.cfg
+        if cfg.gid:
+            try:
+                os.setgroups([cfg.gid])
+                os.setgid(cfg.gid)
+            except OSError as e:
+                self.fatal("unable to set gid: ", e)
+        if cfg.uid:
+            try:
+                os.setuid(cfg.uid)
+            except OSError as e:
+                self.fatal("unable to set uid: ", e)
+
+    # -- the accept loop ---------------------------------------------------
+    def run(self, s):
+        cfg = self.cfg
+        rpipe, wpipe = os.pipe()
+        os.set_blocking(rpipe, False)
+        os.set_blocking(wpipe, False)
+        signal.signal(signal.SIGCHLD, lambda n, f: None)
+        signal.set_wakeup_fd(wpipe)
+        signal.signal(signal.SIGTERM, lambda n, f: os._exit(0))
+        s.setblocking(False)
+        lfd = s.fileno()
+        self.status()
+        gc.collect()
+        gc.freeze()              # children share the parent's pages
+        while True:
+            want = [rpipe, lfd] if len(self.children) < cfg.limit else [rpipe]
+            ready = select.select(want, [], [])[0]
+            if rpipe in ready:
+                try:
+                    while os.read(rpipe, 512):
+                        pass
+                except OSError:
+                    pass
+                self.reap()
+            if lfd in ready and len(self.children) < cfg.limit:
+                try:
+                    t, addr = s._accept()
+                except OSError:
+                    continue
+                self.spawn(s, t, addr, rpipe, wpipe)
+
+    def spawn(self, s, t, addr, rpipe, wpipe):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            if self.cfg.verbosity >= 1:
+                strerr.write(DROP, "unable to fork: ", e, "\n")
+            os.close(t)
+            return
+        if pid == 0:
+            code = 111
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(rpipe)
+                os.close(wpipe)
+                s.close()
+                Child(self.cfg, t, addr).run()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 111
+            except BaseException as e:                  # noqa: BLE001
+                try:
+                    strerr.write(DROP, "internal error: ", type(e).__name__, "\n")
+                except BaseException:
+                    pass
+            os._exit(code)
+        os.close(t)
+        self.children[pid] = True
+        self.status()
+
+    def reap(self):
+        while self.children:
+            try:
+                pid, wstat = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid <= 0:
+                return
+            self.log(b"tcpserver: end %d status %d\n" % (pid, wstat))
+            self.children.pop(pid, None)
+            self.status()
+
+
+class Child:
+    """One connection, in the forked child: ucspi-tcp's doit()."""
+
+    def __init__(self, cfg, fd, addr):
+        self.cfg = cfg
+        self.fd = fd
+        self.remoteip, self.remoteport = addr[0], addr[1]
+
+    def drop(self, *parts):
+        if self.cfg.verbosity >= 1:
+            strerr.write(DROP, *parts, "\n")
+        raise SystemExit(111)
+
+    def run(self):
+        cfg = self.cfg
+        fd = self.fd
+        pid = os.getpid()
+        if cfg.verbosity >= 2:
+            os.write(2, b"tcpserver: pid %d from %s\n" % (pid, self.remoteip.encode()))
+        sock = socket.socket(fileno=fd)
+        if cfg.kill_options:
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass
+        if cfg.nodelay:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if cfg.banner:
+            try:
+                os.write(fd, cfg.banner)
+            except OSError as e:
+                self.drop("unable to print banner: ", e)
+        try:
+            localip, localport = sock.getsockname()[:2]
+        except OSError as e:
+            self.drop("unable to get local address: ", e)
+        sock.detach()                           # fd stays open: it becomes 0 and 1
+        localhost = cfg.localhost
+        if localhost is None:
+            localhost = _ptr(localip)
+        env = pathexec.env
+        env("PROTO", "TCP")
+        env("TCPLOCALIP", localip)
+        env("TCPLOCALPORT", str(localport))
+        env("TCPLOCALHOST", localhost)
+        remotehost = None
+        if cfg.remotehost:
+            remotehost = _ptr(self.remoteip)
+            if remotehost and cfg.paranoid and not _forward_ok(remotehost, self.remoteip):
+                remotehost = None
+        env("TCPREMOTEHOST", remotehost)
+        env("TCPREMOTEIP", self.remoteip)
+        env("TCPREMOTEPORT", str(self.remoteport))
+        remoteinfo = None
+        if cfg.remoteinfo:
+            remoteinfo = ident(localip, self.remoteip, localport, self.remoteport,
+                               cfg.ident_timeout)
+        env("TCPREMOTEINFO", remoteinfo)
+        deny = False
+        if cfg.rules:
+            try:
+                key, data = rules.lookup(cfg.rules, self.remoteip, remotehost, remoteinfo)
+            except OSError as e:
+                if not (cfg.allow_norules and e.errno == errno.ENOENT):
+                    self.drop("unable to read ", cfg.rules, ": ", e)
+                data = None
+            if data:
+                deny, ruleenv = rules.parse(data)
+                for name, value in ruleenv:
+                    env(name, value)
+        if cfg.verbosity >= 2:
+            line = b"".join((
+                b"tcpserver: ", b"deny" if deny else b"ok", b" %d " % pid,
+                safe(localhost) if localhost is not None else b"", b":", safe(localip),
+                b":", safe(str(localport)), b" ",
+                safe(remotehost) if remotehost is not None else b"", b":",
+                safe(self.remoteip), b":",
+                safe(remoteinfo) if remoteinfo is not None else b"", b":",
+                safe(str(self.remoteport)), b"\n"))
+            os.write(2, line)
+        if deny:
+            raise SystemExit(100)
+        try:
+            if fd != 0:
+                os.dup2(fd, 0)
+                if fd != 1:
+                    os.close(fd)
+            os.set_inheritable(0, True)
+            os.dup2(0, 1)
+        except OSError as e:
+            self.drop("unable to set up descriptors: ", e)
+        try:
+            pathexec.pathexec_run(cfg.argv)
+        except OSError as e:
+            self.drop("unable to run ", cfg.argv[0], ": ", e)
+
+
+def _is_ip4(s):
+    parts = s.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def _ptr(ip):
+    from qtools.lib import dns
+    try:
+        return dns.ptr(ip)
+    except Exception:                       # any DNS trouble: no name, as dns_name4
+        return None
+
+
+def _forward_ok(name, ip):
+    from qtools.lib import dns
+    try:
+        return ip in dns.a(name)
+    except Exception:
+        return False
+
+
+def ident(localip, remoteip, localport, remoteport, timeout):
+    """RFC 1413 lookup (ucspi-tcp remoteinfo.c): the text after the third ':'
+    of the reply, blanks and CR removed, at most 256 bytes; None on failure."""
+    import time
+    deadline = time.monotonic() + timeout
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        s.bind((localip, 0))
+        s.settimeout(max(0.001, deadline - time.monotonic()))
+        s.connect((remoteip, 113))
+        s.sendall(b"%d , %d\r\n" % (remoteport, localport))
+        colons = 0
+        out = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            s.settimeout(left)
+            data = s.recv(128)
+            if not data:
+                return None
+            for ch in data:
+                if ch == 10:
+                    return out.decode("latin-1")
+                if colons < 3:
+                    if ch == 58:
+                        colons += 1
+                elif ch not in (32, 9, 13) and len(out) < 256:
+                    out.append(ch)
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def main(argv):
+    try:
+        cfg = parse(argv)
+    except UsageError:
+        os.write(2, USAGE.encode())
+        return 100
+    srv = Server(cfg)
+    s = srv.listen()
+    if cfg.flag1:
+        os.write(1, b"%d\n" % s.getsockname()[1])
+    srv.drop_privileges()
+    # Load what every child will need once, here, so a connection costs a fork.
+    if cfg.remotehost or cfg.localhost is None:
+        from qtools.lib import dns
+        try:
+            dns.warm()
+        except Exception:
+            pass
+    pathexec.preload(cfg.argv)
+    from qtools.lib import proctitle
+    proctitle.from_argv(argv)
+    for f in (0, 1):
+        try:
+            os.close(f)
+        except OSError:
+            pass
+    srv.run(s)

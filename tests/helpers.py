@@ -1,0 +1,115 @@
+"""Helpers for tests that start real processes.  No sleeps as synchronisation:
+wait_until() polls a readiness condition with a hard deadline and fails fast
+when the process died."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+QBIN = os.path.dirname(os.path.abspath(sys.executable))
+CBIN = "/usr/bin"
+
+
+def qbin(name):
+    return os.path.join(QBIN, name)
+
+
+def qenv(mode="elide", **extra):
+    """Environment for qtools processes: QBIN first on PATH, then the system
+    (so /bin/sh, true, cat resolve); elision on or off."""
+    env = dict(os.environ)
+    env["PATH"] = QBIN + ":/usr/local/bin:/usr/bin:/bin"
+    env.pop("QTOOLS_NOELIDE", None)
+    if mode == "noelide":
+        env["QTOOLS_NOELIDE"] = "1"
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def wait_until(pred, timeout=10.0, proc=None, what="condition", step=0.01):
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("%s: process exited with %s" % (what, proc.returncode))
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(step)
+
+
+def stop(proc, timeout=5):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+class TcpServer:
+    """A tcpserver (qtools or C) on 127.0.0.1 port 0; `-1` prints the port,
+    which is the readiness signal.  stderr goes to a file read by .log()."""
+
+    def __init__(self, args, prog, env=None, binary=None, cwd=None, logpath=None):
+        self.binary = binary or qbin("tcpserver")
+        self.logpath = logpath
+        self.args = args
+        self.prog = prog
+        self.env = env
+        self.cwd = cwd
+
+    def __enter__(self):
+        import tempfile
+        if self.logpath is None:
+            fd, self.logpath = tempfile.mkstemp(prefix="tcpserver.", suffix=".log")
+            os.close(fd)
+        self.logf = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(
+            [self.binary, "-1"] + list(self.args) + ["127.0.0.1", "0"] + list(self.prog),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.logf,
+            env=self.env, cwd=self.cwd, start_new_session=True)
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            raise AssertionError("tcpserver did not start: %r %r" % (line, self.log()))
+        self.port = int(line)
+        return self
+
+    def __exit__(self, *a):
+        stop(self.proc)
+        self.proc.stdout.close()
+        self.logf.close()
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("latin-1")
+
+    def connect(self, timeout=10):
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def talk(self, send=b"", timeout=10):
+        """Connect, send, half-close, read everything until EOF."""
+        s = self.connect(timeout)
+        try:
+            if send:
+                s.sendall(send)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return out
+                out += d
+        finally:
+            s.close()
+
+    def wait_log(self, text, timeout=10):
+        return wait_until(lambda: text in self.log(), timeout, self.proc, "log %r" % text)
