@@ -112,7 +112,9 @@ def pathexec_run(argv):
         if elide:
             mod = launcher_module(p)
             if mod:
-                run_elided(mod, argv)           # never returns
+                # an exec'd launcher sees the resolved path as argv[0] (the
+                # kernel's #! handling): give the elided program the same
+                run_elided(mod, [p] + list(argv[1:]), title=argv)   # never returns
         try:
             os.execv(p, argv)
         except OSError as e:
@@ -157,7 +159,7 @@ def exec_state():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_elided(modname, argv):
+def run_elided(modname, argv, title=None):
     """Run a qtools program in this process as if exec'd, then _exit."""
     code = 111
     try:
@@ -165,7 +167,7 @@ def run_elided(modname, argv):
         sys.argv = list(argv)
         spt = sys.modules.get("setproctitle")
         if spt is not None:
-            spt.setproctitle(" ".join(argv))
+            spt.setproctitle(" ".join(title or argv))
         from qtools.lib import run
         __import__(modname)
         code = run.guard(sys.modules[modname], list(argv))
