@@ -22,7 +22,7 @@ DRIVER = textwrap.dedent("""
     signal.signal(signal.SIGCHLD, lambda *a: None)
     r, w = os.pipe()                                   # close-on-exec: must vanish
     keep = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(keep, 5)                                   # inheritable: must stay as fd 5
+    os.dup2(keep, 9)                                   # inheritable: must stay as fd 9
     os.close(keep)
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # the mask survives exec
     pathexec.preload(["probe"])
@@ -68,7 +68,7 @@ def test_elided_and_exec_look_the_same(tmp_path):
     # an exec'd launcher sees its resolved path as argv[0] (#! handling)
     assert st["argv"] == [str(tmp_path / "probe"), "7", "x y"]
     assert st["env"] == {"PROBE_SET": "yes", "PROBE_KEEP": "kept"}
-    assert sorted(st["fds"]) == ["0", "1", "2", "5"]          # the pipe is gone
+    assert sorted(st["fds"]) == ["0", "1", "2", "9"]          # the pipe is gone
     assert st["signals"]["SIGTERM"] == "DFL"
     assert st["signals"]["SIGCHLD"] == "DFL"
     assert st["signals"]["SIGHUP"] == "IGN"
