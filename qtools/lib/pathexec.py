@@ -125,37 +125,61 @@ def pathexec_run(argv):
     raise saved if saved else FileNotFoundError(2, "No such file or directory", argv[0])
 
 
-def exec_state():
-    """Put this process into the state execve would leave it in."""
+_cloexec = None
+# signals commonly caught by code that does not go through qtools.lib.sig
+_USUAL = (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1,
+          signal.SIGUSR2, signal.SIGQUIT, signal.SIGCONT, signal.SIGWINCH)
+
+
+def snapshot():
+    """In a parent about to fork children that will elide: remember which
+    close-on-exec fds are open now, so a child closes exactly those instead
+    of scanning /proc/self/fd (cheaper: a fork pays a page fault per first
+    touch of the parent's memory).  Fds a child opens itself are its own
+    business to close."""
+    global _cloexec
+    _cloexec = [fd for fd in _open_fds() if not _inheritable(fd)]
+
+
+def _open_fds():
     try:
-        fds = os.listdir("/proc/self/fd")
+        return [int(f) for f in os.listdir("/proc/self/fd")]
     except OSError:
-        fds = [str(i) for i in range(3, 1024)]
-    for f in fds:
-        fd = int(f)
-        try:
-            if not os.get_inheritable(fd):
+        return list(range(3, 1024))
+
+
+def _inheritable(fd):
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return True                         # not open: nothing to close
+
+
+def exec_state():
+    """Put this process into the state execve would leave a fresh Python in:
+    close-on-exec fds closed, caught signals back to SIG_DFL (ignored ones
+    stay ignored, the mask is kept), SIGPIPE/SIGXFSZ ignored and SIGINT on
+    KeyboardInterrupt as Python's start-up sets them."""
+    fds = _cloexec if _cloexec is not None else _open_fds()
+    for fd in fds:
+        if not _inheritable(fd):
+            try:
                 os.close(fd)
-        except OSError:
-            pass
+            except OSError:
+                pass
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
-    for s in signal.valid_signals():
-        try:
-            h = signal.getsignal(s)
-        except (ValueError, OSError):
-            continue
+    from qtools.lib import sig
+    for s in sig.caught.union(_USUAL):
+        h = signal.getsignal(s)
         if h is not signal.SIG_DFL and h is not signal.SIG_IGN:
-            try:
-                signal.signal(s, signal.SIG_DFL)
-            except (ValueError, OSError):
-                pass
-    # a fresh Python ignores SIGPIPE and SIGXFSZ; the programs expect that
+            signal.signal(s, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+    h = signal.getsignal(signal.SIGINT)
+    if h is signal.SIG_DFL or (h is not signal.SIG_IGN and h is not signal.default_int_handler):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -165,10 +189,9 @@ def run_elided(modname, argv, title=None):
     try:
         exec_state()
         sys.argv = list(argv)
-        spt = sys.modules.get("setproctitle")
-        if spt is not None:
-            spt.setproctitle(" ".join(title or argv))
-        from qtools.lib import run
+        from qtools.lib import proctitle, run
+        if proctitle.loaded():
+            proctitle.set(" ".join(title or argv))
         __import__(modname)
         code = run.guard(sys.modules[modname], list(argv))
     finally:

@@ -1,5 +1,13 @@
-"""sig - signal helpers in djb's vocabulary (sig_block, sig_catch, ...)."""
+"""sig - signal helpers in djb's vocabulary (sig_block, sig_catch, ...).
+
+Handlers installed through catch() are remembered, so that pathexec's exec
+elision can put them back to SIG_DFL, as an execve would, without walking
+every signal number in the forked child (each first touch of interpreter
+memory there is a copy-on-write page fault).
+"""
 import signal
+
+caught = set()
 
 
 def block(*sigs):
@@ -11,6 +19,7 @@ def unblock(*sigs):
 
 
 def catch(sig, handler):
+    caught.add(int(sig))
     signal.signal(sig, handler)
 
 
@@ -18,8 +27,14 @@ def uncatch(sig):
     signal.signal(sig, signal.SIG_DFL)
 
 
+def ignore(sig):
+    caught.add(int(sig))
+    signal.signal(sig, signal.SIG_IGN)
+
+
 def pipe_default():
     """Filters die quietly on EPIPE like C programs, instead of a traceback."""
+    caught.add(int(signal.SIGPIPE))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 

@@ -27,7 +27,7 @@ import select
 import signal
 import socket
 
-from qtools.lib import pathexec, strerr
+from qtools.lib import pathexec, sig, strerr
 from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
 from qtools.ucspi import rules
 
@@ -121,7 +121,7 @@ def parse(argv):
 
 def safe(s):
     """ucspi-tcp safecats: at most 100 bytes, then '...'; unsafe bytes -> '?'."""
-    b = s.encode("latin-1", "replace") if isinstance(s, str) else s
+    b = os.fsencode(s).split(b"\0")[0]
     out = bytes(c if 33 <= c <= 126 and c not in (37, 58) else 63 for c in b[:100])
     return out + b"..." if len(b) >= 100 else out
 
@@ -138,8 +138,9 @@ class Server:
             except OSError:
                 pass
 
-    def status(self):
-        self.log(b"tcpserver: status: %d/%d\n" % (len(self.children), self.cfg.limit))
+    def status(self, n=None):
+        n = len(self.children) if n is None else n
+        self.log(b"tcpserver: status: %d/%d\n" % (n, self.cfg.limit))
 
     def fatal(self, *parts):
         if self.cfg.verbosity >= 1:
@@ -154,8 +155,8 @@ class Server:
             host = "0.0.0.0"
         localip = host if _is_ip4(host) else self.lookup_host(host)
         p = cfg.port
-        if p and p.isdigit():
-            port = int(p)
+        if not p.strip("0123456789"):           # scan_ulong took it all ("" is 0)
+            port = scan_ulong(p)
         else:
             try:
                 port = socket.getservbyname(p, "tcp")
@@ -204,51 +205,73 @@ class Server:
                 self.fatal("unable to set uid: ", e)
 
     # -- the accept loop ---------------------------------------------------
+    # qtools forks ahead: up to SPARES children wait in accept() while the
+    # parent sleeps, so a connection costs no fork on its critical path.
+    # Busy children plus waiting ones never exceed -c, so at most -c
+    # connections are served at once, and at the limit nobody accepts, as
+    # with the C tcpserver.  A child that accepted tells the parent (its pid
+    # on the notify pipe); the parent then logs `status: N/L`.  Waiting
+    # children also watch the "death" pipe and exit when the parent is gone.
+    SPARES = 2
+
     def run(self, s):
         cfg = self.cfg
-        rpipe, wpipe = os.pipe()
-        os.set_blocking(rpipe, False)
-        os.set_blocking(wpipe, False)
-        signal.signal(signal.SIGCHLD, lambda n, f: None)
-        signal.set_wakeup_fd(wpipe)
-        signal.signal(signal.SIGTERM, lambda n, f: os._exit(0))
+        self.sock = s
         s.setblocking(False)
-        lfd = s.fileno()
+        self.wake_r, wake_w = _pipe()
+        self.notify_r, self.notify_w = _pipe()
+        self.death_r, self.death_w = _pipe()
+        os.set_blocking(self.notify_w, True)
+        sig.catch(signal.SIGCHLD, _noop)
+        signal.set_wakeup_fd(wake_w)
+        sig.catch(signal.SIGTERM, _exit0)
+        self.spares = set()
         self.status()
         gc.collect()
         gc.freeze()              # children share the parent's pages
+        pathexec.snapshot()
         while True:
-            want = [rpipe, lfd] if len(self.children) < cfg.limit else [rpipe]
-            ready = select.select(want, [], [])[0]
-            if rpipe in ready:
+            while (len(self.spares) < self.SPARES
+                   and len(self.spares) + len(self.children) < cfg.limit):
+                if not self.fork_spare():
+                    break
+            ready = select.select([self.notify_r, self.wake_r], [], [], None if self.spares or
+                                  len(self.children) >= cfg.limit else 1.0)[0]
+            if self.notify_r in ready:
+                self.notified()
+            if self.wake_r in ready:
                 try:
-                    while os.read(rpipe, 512):
+                    while os.read(self.wake_r, 512):
                         pass
                 except OSError:
                     pass
+                self.notified()          # a child's notice is written before it can die
                 self.reap()
-            if lfd in ready and len(self.children) < cfg.limit:
-                try:
-                    t, addr = s._accept()
-                except OSError:
-                    continue
-                self.spawn(s, t, addr, rpipe, wpipe)
 
-    def spawn(self, s, t, addr, rpipe, wpipe):
+    def notified(self):
+        try:
+            data = os.read(self.notify_r, 4096)
+        except BlockingIOError:
+            return
+        for k in range(0, len(data) - 3, 4):
+            pid = int.from_bytes(data[k:k + 4], "little")
+            if pid in self.spares:
+                self.spares.discard(pid)
+                self.children[pid] = True
+                self.status()
+
+    def fork_spare(self):
         try:
             pid = os.fork()
         except OSError as e:
             if self.cfg.verbosity >= 1:
-                strerr.write(DROP, "unable to fork: ", e, "\n")
-            os.close(t)
-            return
+                strerr.write(PROG, ": warning: unable to fork: ", e, "\n")
+            return False
         if pid == 0:
             code = 111
             try:
-                signal.set_wakeup_fd(-1)
-                os.close(rpipe)
-                os.close(wpipe)
-                s.close()
+                t, addr = self.wait_accept()
+                os.write(self.notify_w, os.getpid().to_bytes(4, "little"))
                 Child(self.cfg, t, addr).run()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 111
@@ -258,21 +281,55 @@ class Server:
                 except BaseException:
                     pass
             os._exit(code)
-        os.close(t)
-        self.children[pid] = True
-        self.status()
+        self.spares.add(pid)
+        return True
+
+    def wait_accept(self):
+        """In a waiting child: accept one connection, or exit with the parent."""
+        lfd = self.sock.fileno()
+        while True:
+            ready = select.select([lfd, self.death_r], [], [])[0]
+            if self.death_r in ready:
+                os._exit(0)
+            try:
+                t, addr = self.sock._accept()
+            except (BlockingIOError, InterruptedError):
+                continue                                # another child took it
+            except OSError:
+                continue
+            for fd in (lfd, self.wake_r, self.death_r, self.notify_r):
+                os.close(fd)
+            return t, addr
 
     def reap(self):
-        while self.children:
+        while True:
             try:
                 pid, wstat = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid <= 0:
                 return
+            if pid in self.spares:
+                self.spares.discard(pid)                # died before accepting
+                continue
             self.log(b"tcpserver: end %d status %d\n" % (pid, wstat))
             self.children.pop(pid, None)
             self.status()
+
+
+def _pipe():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
+
+
+def _noop(signum, frame):
+    pass
+
+
+def _exit0(signum, frame):
+    os._exit(0)
 
 
 class Child:
@@ -455,9 +512,10 @@ def main(argv):
     pathexec.preload(cfg.argv)
     from qtools.lib import proctitle
     proctitle.from_argv(argv)
-    for f in (0, 1):
-        try:
-            os.close(f)
-        except OSError:
-            pass
+    # fds 0 and 1 are not used by the parent (the C one closes them); keep
+    # them open on /dev/null so no pipe or socket of ours lands there
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
     srv.run(s)
