@@ -96,11 +96,35 @@ def preload(argv):
     p = resolve(argv[0])
     mod = launcher_module(p) if p else None
     if mod:
-        __import__(mod)
+        try:
+            __import__(mod)
+        except ImportError:
+            return None             # a broken install fails per connection, as an exec would
         hook = getattr(sys.modules[mod], "preload", None)
         if hook:
             hook(argv)
     return mod
+
+
+def rehearse(argv):
+    """In a forked child that will run argv later: do the side-effect-free
+    part of the work now (path search, the program's own warm-up hook), so
+    the pages it touches are copied before the work is urgent."""
+    if not elision_enabled():
+        return
+    for p in candidates(argv[0]):
+        mod = launcher_module(p)
+        if mod:
+            m = sys.modules.get(mod)
+            hook = getattr(m, "rehearse", None) if m else None
+            if hook:
+                hook(argv)
+            break
+        if os.path.exists(p):
+            break
+    from qtools.lib import sig
+    for s in sig.caught.union(_USUAL):
+        signal.getsignal(s)
 
 
 def pathexec_run(argv):
