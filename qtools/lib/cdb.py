@@ -6,6 +6,7 @@ when it is installed; otherwise a small pure-Python implementation of the same
 format is used.  Both produce files byte-identical to djb's cdbmake and
 tcprules given the same records in the same order.
 """
+import errno
 import os
 import struct
 
@@ -15,6 +16,14 @@ except ImportError:                                 # pragma: no cover - fallbac
     _cdbx = None
 
 _unpack2 = struct.Struct("<LL").unpack_from
+
+
+def _format_error():
+    # djb's cdb_read(): a record or table past the end of the file is EPROTO
+    # ("protocol error"); a file that cannot be mapped (empty) is read with
+    # read(2) and fails with EINVAL (what ucspi-tcp's tcpserver and
+    # tcprulescheck print, verified)
+    return OSError(errno.EPROTO, "bad cdb format")
 
 
 def cdb_hash(key):
@@ -28,8 +37,10 @@ class PyReader:
     """Pure-Python cdb reader over the whole file's bytes."""
 
     def __init__(self, data):
+        if not data:
+            raise OSError(errno.EINVAL, "empty cdb")
         if len(data) < 2048:
-            raise OSError(5, "truncated cdb")      # EIO: treated as unreadable
+            raise _format_error()
         self.data = data
 
     def _iter(self, key):
@@ -42,17 +53,17 @@ class PyReader:
         for i in range(slots):
             sp = pos + (((start + i) % slots) << 3)
             if sp + 8 > len(data):
-                raise OSError(5, "truncated cdb")
+                raise _format_error()
             rh, rp = _unpack2(data, sp)
             if rp == 0:
                 return
             if rh == h:
                 if rp + 8 > len(data):
-                    raise OSError(5, "truncated cdb")
+                    raise _format_error()
                 kl, dl = _unpack2(data, rp)
                 if data[rp + 8:rp + 8 + kl] == key:
                     if rp + 8 + kl + dl > len(data):
-                        raise OSError(5, "truncated cdb")
+                        raise _format_error()
                     yield data[rp + 8 + kl:rp + 8 + kl + dl]
 
     def get(self, key, default=None):
@@ -77,20 +88,28 @@ class PyReader:
 
 
 class _CdbxReader:
-    def __init__(self, db):
+    def __init__(self, db, fd):
         self.db = db
+        self.fd = fd
 
     def get(self, key, default=None):
-        return self.db.get(key, default)
+        try:
+            return self.db.get(key, default)
+        except OSError as e:
+            raise e if e.errno else _format_error()   # cdbx: OSError("Format Error")
 
     def getall(self, key):
-        return self.db.get(key, all=True) or []
+        try:
+            return self.db.get(key, all=True) or []
+        except OSError as e:
+            raise e if e.errno else _format_error()
 
     def items(self):
         return self.db.items(all=True)
 
     def close(self):
         self.db.close()
+        os.close(self.fd)                           # ours: cdbx was given close=False
 
 
 def reader(path):
@@ -98,12 +117,15 @@ def reader(path):
     if _cdbx is not None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            return _CdbxReader(_cdbx.CDB(fd, close=True))
-        except OSError:
-            raise
-        except Exception as e:                      # corrupt file: unreadable
+            if os.fstat(fd).st_size == 0:
+                raise OSError(errno.EINVAL, "empty cdb")
+            return _CdbxReader(_cdbx.CDB(fd), fd)
+        except OSError as e:
             os.close(fd)
-            raise OSError(5, "bad cdb: %s" % e)
+            raise e if e.errno else _format_error()
+        except Exception:                           # corrupt file: unreadable
+            os.close(fd)
+            raise _format_error()
     with open(path, "rb") as f:
         return PyReader(f.read())
 

@@ -3,39 +3,48 @@
 Keys are tried in this order, the first present wins: INFO@IP, INFO@=HOST,
 IP, =HOST, the IP's prefixes ending in '.' (longest first), =.suffixes of
 HOST (from the left), '=' (if HOST), and finally the empty key.
+
+Keys and rule data are bytes, as in the C: a host name or ident reply with
+bytes outside ASCII is looked up, printed and exported exactly as received
+(str arguments are converted with os.fsencode, the environment's encoding).
 """
+import os
+
 from qtools.lib import cdb
 
 
 def keys(ip, host=None, info=None):
+    """The candidate keys, as bytes, in rules.c's order."""
+    ip, host, info = _b(ip), _b(host), _b(info)
     if info is not None:
-        yield info + "@" + ip
+        yield info + b"@" + ip
         if host is not None:
-            yield info + "@=" + host
+            yield info + b"@=" + host
     yield ip
     if host is not None:
-        yield "=" + host
-    i = len(ip)
-    while i > 0:
-        i -= 1
-        if ip[i] == ".":
-            yield ip[:i + 1]
+        yield b"=" + host
+    for i in range(len(ip), 0, -1):
+        if ip[i - 1] == 0x2E:                           # '.'
+            yield ip[:i]
     if host is not None:
-        for i, ch in enumerate(host):
-            if ch == ".":
-                yield "=" + host[i:]
-        yield "="
-    yield ""
+        for i in range(len(host)):
+            if host[i] == 0x2E:
+                yield b"=" + host[i:]
+        yield b"="
+    yield b""
+
+
+def _b(s):
+    return s if s is None or isinstance(s, bytes) else os.fsencode(s)
 
 
 def lookup(path, ip, host=None, info=None):
-    """(key, data) of the first matching rule, or (None, None) if none.
-    Raises OSError when the cdb cannot be read."""
+    """(key, data) of the first matching rule, both bytes, or (None, None) if
+    none.  Raises OSError when the cdb cannot be read."""
     db = cdb.reader(path)
     try:
         for k in keys(ip, host, info):
-            kb = k.encode("latin-1", "replace")
-            v = db.get(kb)
+            v = db.get(k)
             if v is not None:
                 return k, v
         return None, None
@@ -51,7 +60,8 @@ def records(data):
 
 def parse(data):
     """(deny, [(name, value), ...]) as tcpserver's found() applies rule data:
-    every +NAME=VALUE is set, a D anywhere denies."""
+    every +NAME=VALUE is set, a D anywhere denies.  Names and values are str
+    decoded with os.fsdecode, so os.environ gives the child the exact bytes."""
     deny = False
     env = []
     for rec in records(data):
@@ -59,5 +69,5 @@ def parse(data):
             deny = True
         elif rec[:1] == b"+" and b"=" in rec:
             name, _, value = rec[1:].partition(b"=")
-            env.append((name.decode("latin-1"), value.decode("latin-1")))
+            env.append((os.fsdecode(name), os.fsdecode(value)))
     return deny, env

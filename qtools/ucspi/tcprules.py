@@ -61,10 +61,16 @@ def expand(address):
     after = address[dash + 1:]
     dot2 = after.find(b".")
     hi, suffix = (after, b"") if dot2 < 0 else (after[:dot2], after[dot2:])
-    if not lo.isdigit() or not hi.isdigit():
-        raise ParseError
-    bot, top = int(lo), min(int(hi), 255)
+    bot, top = getnum(lo), min(getnum(hi), 255)
     return [prefix + b"%d" % n + suffix for n in range(bot, top + 1)]
+
+
+def getnum(digits):
+    """tcprules.c getnum(): the whole field must scan as a number, as djb's
+    scan_ulong reads it (an empty field is 0; an unsigned long wraps)."""
+    if digits.strip(b"0123456789"):
+        raise ParseError
+    return int(digits or b"0") & 0xFFFFFFFFFFFFFFFF
 
 
 def main(argv):
@@ -90,7 +96,8 @@ def main(argv):
             try:
                 records = parse_line(line)
             except ParseError:
-                strerr.die(100, PROG, "unable to parse this line: ", line)
+                # tcprules.c prints the line as a C string: up to a NUL
+                strerr.die(100, PROG, "unable to parse this line: ", line.split(b"\0")[0])
             for k, v in records:
                 maker.add(k, v)
         maker.finish()

@@ -16,9 +16,10 @@ USAGE = "tcprulescheck rules.cdb"
 def main(argv):
     if len(argv) < 2:
         strerr.die_usage(PROG, USAGE)
-    ip = os.environ.get("TCPREMOTEIP") or "0.0.0.0"
-    host = os.environ.get("TCPREMOTEHOST")
-    info = os.environ.get("TCPREMOTEINFO")
+    # env_get(): only an unset TCPREMOTEIP means 0.0.0.0 (an empty one stays empty)
+    ip = os.environb.get(b"TCPREMOTEIP", b"0.0.0.0")
+    host = os.environb.get(b"TCPREMOTEHOST")
+    info = os.environb.get(b"TCPREMOTEINFO")
     try:
         key, data = rules.lookup(argv[1], ip, host, info)
     except OSError as e:
@@ -26,7 +27,7 @@ def main(argv):
     if key is None:
         out = [b"default:\n"]
     else:
-        out = [b"rule ", key.encode("latin-1"), b":\n"]
+        out = [b"rule ", key, b":\n"]
         for rec in rules.records(data):
             if rec[:1] == b"D":
                 out.append(b"deny connection\n")
