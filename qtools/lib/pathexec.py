@@ -132,6 +132,7 @@ def pathexec_run(argv):
     _apply_env()
     elide = elision_enabled()
     saved = None
+    restored = False
     for p in candidates(argv[0]):
         if elide:
             mod = launcher_module(p)
@@ -139,6 +140,12 @@ def pathexec_run(argv):
                 # an exec'd launcher sees the resolved path as argv[0] (the
                 # kernel's #! handling): give the elided program the same
                 run_elided(mod, [p] + list(argv[1:]), title=argv)   # never returns
+        if not restored:
+            # Python ignores SIGPIPE and SIGXFSZ; a C program must get the
+            # defaults back (what subprocess's restore_signals does)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            restored = True
         try:
             os.execv(p, argv)
         except OSError as e:
