@@ -27,7 +27,7 @@ import select
 import signal
 import socket
 
-from qtools.lib import pathexec, sig, strerr
+from qtools.lib import fd as fdio, pathexec, sig, strerr
 from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
 from qtools.ucspi import rules
 
@@ -270,6 +270,10 @@ class Server:
         if pid == 0:
             code = 111
             try:
+                # only the parent may hold the death pipe's write end, or a
+                # waiting child never sees EOF and keeps accepting after the
+                # parent is gone
+                os.close(self.death_w)
                 t, addr = self.wait_accept()
                 os.write(self.notify_w, os.getpid().to_bytes(4, "little"))
                 Child(self.cfg, t, addr).run()
@@ -386,7 +390,7 @@ class Child:
                 pass
         if cfg.banner:
             try:
-                os.write(fd, cfg.banner)
+                fdio.writeall(fd, cfg.banner)
             except OSError as e:
                 self.drop("unable to print banner: ", e)
         try:
@@ -426,7 +430,8 @@ class Child:
             if data:
                 deny, ruleenv = rules.parse(data)
                 for name, value in ruleenv:
-                    env(name, value)
+                    if name:                    # "+=x": C exports "=x"; Python cannot
+                        env(name, value)
         if cfg.verbosity >= 2:
             line = b"".join((
                 b"tcpserver: ", b"deny" if deny else b"ok", b" %d " % pid,
@@ -448,6 +453,11 @@ class Child:
             os.dup2(0, 1)
         except OSError as e:
             self.drop("unable to set up descriptors: ", e)
+        # tcpserver.c sig_uncatch()es SIGPIPE for the program; Python also
+        # ignores SIGXFSZ, and exec keeps ignored signals ignored.  (An elided
+        # qtools program gets the fresh-Python dispositions back from pathexec.)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         try:
             pathexec.pathexec_run(cfg.argv)
         except OSError as e:
@@ -477,7 +487,8 @@ def _forward_ok(name, ip):
 
 def ident(localip, remoteip, localport, remoteport, timeout):
     """RFC 1413 lookup (ucspi-tcp remoteinfo.c): the text after the third ':'
-    of the reply, blanks and CR removed, at most 256 bytes; None on failure."""
+    of the reply up to the newline, blanks and CR removed (257 bytes end it
+    early); None on failure."""
     import time
     deadline = time.monotonic() + timeout
     try:
@@ -500,13 +511,17 @@ def ident(localip, remoteip, localport, remoteport, timeout):
             if not data:
                 return None
             for ch in data:
+                if ch in (32, 9, 13):
+                    continue
                 if ch == 10:
-                    return out.decode("latin-1")
+                    return os.fsdecode(bytes(out))
                 if colons < 3:
                     if ch == 58:
                         colons += 1
-                elif ch not in (32, 9, 13) and len(out) < 256:
+                else:
                     out.append(ch)
+                    if len(out) > 256:          # remoteinfo.c stops at 257 bytes
+                        return os.fsdecode(bytes(out))
     except OSError:
         return None
     finally:
@@ -521,9 +536,9 @@ def main(argv):
         return 100
     srv = Server(cfg)
     s = srv.listen()
-    if cfg.flag1:
-        os.write(1, b"%d\n" % s.getsockname()[1])
     srv.drop_privileges()
+    if cfg.flag1:                               # after -g/-u, as tcpserver.c
+        os.write(1, b"%d\n" % s.getsockname()[1])
     # Load what every child will need once, here, so a connection costs a fork.
     if cfg.remotehost or cfg.localhost is None:
         from qtools.lib import dns
