@@ -336,6 +336,10 @@ class Server:
             if pid <= 0:
                 return
             if pid in self.spares:
+                # its notice may have arrived after the last read: a child
+                # writes it before it can die, so it is in the pipe by now
+                self.notified()
+            if pid in self.spares:
                 self.spares.discard(pid)                # died before accepting
                 continue
             self.log(b"tcpserver: end %d status %d\n" % (pid, wstat))
@@ -536,10 +540,9 @@ def main(argv):
         return 100
     srv = Server(cfg)
     s = srv.listen()
-    srv.drop_privileges()
-    if cfg.flag1:                               # after -g/-u, as tcpserver.c
-        os.write(1, b"%d\n" % s.getsockname()[1])
-    # Load what every child will need once, here, so a connection costs a fork.
+    # Load what every child will need once, here, so a connection costs a
+    # fork; and before -g/-u, so that nothing has to be read from disk
+    # afterwards (the uid may not be able to read the Python installation).
     if cfg.remotehost or cfg.localhost is None:
         from qtools.lib import dns
         try:
@@ -549,6 +552,9 @@ def main(argv):
     pathexec.preload(cfg.argv)
     from qtools.lib import proctitle
     proctitle.from_argv(argv)
+    srv.drop_privileges()
+    if cfg.flag1:                               # after -g/-u, as tcpserver.c
+        os.write(1, b"%d\n" % s.getsockname()[1])
     # fds 0 and 1 are not used by the parent (the C one closes them); keep
     # them open on /dev/null so no pipe or socket of ours lands there
     null = os.open("/dev/null", os.O_RDWR)
