@@ -463,3 +463,37 @@ def test_rts_golden(mode, tmp_path):
     for name, p in procs.items():
         out = p.communicate(timeout=60)[0].decode()
         assert out == RTS_EXPECTED, name
+
+
+PIDS_CGROUP = "/sys/fs/cgroup/pids"
+
+
+@pytest.mark.skipif(not os.access(PIDS_CGROUP, os.W_OK), reason="no writable pids cgroup")
+def test_fork_failure_warning(env, cbin, tmp_path):
+    """Debian 0003: fork fails (pids.max reached): a warning, supervise lives
+    on (and would retry after its 60-s sleep)."""
+    errs = {}
+    for who, binary in (("q", qbin("supervise")), ("c", cbin("supervise"))):
+        d = service(tmp_path / who / "s", down=True)
+        cg = os.path.join(PIDS_CGROUP, "qtools-test-%d-%s" % (os.getpid(), who))
+        os.mkdir(cg)
+        sv = start_supervise("s", env, binary=binary, errpath=str(tmp_path / who) + ".err",
+                             cwd=str(tmp_path / who))
+        try:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write(str(sv.pid))
+            with open(os.path.join(cg, "pids.max"), "w") as f:
+                f.write("1")
+            run([qbin("svc"), "-u", d], env=env)
+            wait_until(lambda: sv.err(), 10, sv.p, "warning")
+            assert sv.p.poll() is None and read_status(d)[2] == 0
+            errs[who] = sv.err()
+        finally:
+            sv.__exit__()
+            with open(os.path.join(cg, "pids.max"), "w") as f:
+                f.write("max")
+            wait_until(lambda: not open(os.path.join(cg, "cgroup.procs")).read(), 5,
+                       what="cgroup empty")
+            os.rmdir(cg)
+    assert errs["q"] == errs["c"] == (b"supervise: warning: unable to fork for s, "
+                                      b"sleeping 60 seconds: temporary failure\n")

@@ -124,6 +124,18 @@ def test_new_dir_killed_supervise_and_same_pipe(mode, tmp_path):
         wait_until(lambda: sup(s.pid, "supervise d"), 8, s.p, "d without SIGHUP")
 
 
+def test_non_utf8_service_name(mode, tmp_path):
+    """Directory names are bytes: a Latin-1 name is supervised like any other."""
+    sv = tmp_path / "sv"
+    name = os.fsdecode(b"caf\xe9")
+    service(sv / name, log="exec cat > out\n", run="echo hi\nexec sleep 1000\n")
+    with Proc([qbin("svscan"), str(sv)], env=qenv(mode), errpath=str(tmp_path / "err")) as s:
+        wait_pid(str(sv / name), proc=s.p)
+        out = sv / name / "log" / "out"
+        wait_until(lambda: out.exists() and out.read_text() == "hi\n", 10, s.p, "log line")
+        assert s.err() == b""
+
+
 def test_renamed_dir_keeps_its_supervise(mode, tmp_path):
     sv = tmp_path / "sv"
     service(sv / "a")
@@ -241,7 +253,8 @@ def test_svscanboot(mode, tmp_path):
             log="exec cat > out\n")
     # a supervise left over from an earlier boot: svscanboot's svc -dx stops it
     service(sv / "old", run="exec sleep 1005\n")
-    env = qenv(mode)
+    # as from init: a minimal environment (setproctitle must still find argv)
+    env = {k: v for k, v in qenv(mode).items() if k in ("PATH", "QTOOLS_NOELIDE")}
     env["SVSCANDIR"] = str(sv)
     with Proc([qbin("supervise"), str(sv / "old")], env=env) as old:
         wait_until(lambda: supervised(str(sv / "old")), 10, old.p, "leftover supervise")
@@ -253,7 +266,8 @@ def test_svscanboot(mode, tmp_path):
             scan, rpt = titles[b"svscan"], titles[b"readproctitle"]
             assert cmdline(boot.pid) == b"svscanboot " + str(sv).encode()
             assert cmdline(scan) == b"svscan " + str(sv).encode()
-            wait_until(lambda: sup(scan, "supervise a"), 10, boot.p, "service a")
+            wait_until(lambda: sup(scan, "supervise a") and sup(scan, "supervise log"), 10,
+                       boot.p, "service a and its log")
             envtxt = sv / "a" / "env.txt"
             wait_until(lambda: envtxt.exists() and envtxt.read_text().endswith("\n"), 10,
                        boot.p, "a's environment")

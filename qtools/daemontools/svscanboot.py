@@ -71,6 +71,9 @@ def spawn(argv, env, fds=None):
 
 def main(argv):
     d = argv[1] if len(argv) > 1 else os.environ.get("SVSCANDIR") or "/service"
+    # first: setproctitle finds the argv area through environ, which must not
+    # have been edited yet; svscan, a fork of this process, inherits the set-up
+    proctitle.set(PROG + " " + d)
     home = bindir(argv[0])
     path = (home + ":" if home else "") + DJBPATH
     os.environ["PATH"] = path
@@ -78,7 +81,6 @@ def main(argv):
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
-    proctitle.set(PROG + " " + d)
 
     env = {"PATH": path}
     if os.environ.get("QTOOLS_NOELIDE"):

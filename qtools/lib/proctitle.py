@@ -44,7 +44,8 @@ def loaded():
 def set(title):
     m = _load()
     if m is not None:
-        m.setproctitle(title)
+        # argv bytes that are not UTF-8 (surrogate escapes) cannot be passed on
+        m.setproctitle(title.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 def from_argv(argv=None):
