@@ -301,20 +301,22 @@ def test_pymaker_reproduces_c_cdb(tmp_path, cbin):
 def test_pyreader_and_seam_agree_on_c_cdb(tmp_path, cbin):
     c = c_build(cbin, RICH, tmp_path)
     py = cdb.PyReader(c)
-    seam = cdb.reader(_write(tmp_path, c))
+    path = _write(tmp_path, c)
+    seam, bulk = cdb.reader(path), cdb.bulk_reader(path)      # pread; cdbx's mmap
     try:
         items = list(py.items())
-        assert items == list(seam.items())
+        assert items == list(seam.items()) == list(bulk.items())
         for k, v in items:
-            assert py.get(k) == seam.get(k)
-            assert py.getall(k) == seam.getall(k)
+            assert py.get(k) == seam.get(k) == bulk.get(k)
+            assert py.getall(k) == seam.getall(k) == bulk.getall(k)
             assert v in py.getall(k)
         for k in (b"nope", b"1.2.3.", b"=", b"x" * 300):
-            assert py.get(k) == seam.get(k)
-            assert py.getall(k) == seam.getall(k)
+            assert py.get(k) == seam.get(k) == bulk.get(k)
+            assert py.getall(k) == seam.getall(k) == bulk.getall(k)
         assert py.get(b"nope", b"dflt") == b"dflt"
     finally:
         seam.close()
+        bulk.close()
 
 
 def test_cdb_hash():
@@ -323,7 +325,7 @@ def test_cdb_hash():
     assert cdb.cdb_hash(b"a") == ((5381 << 5) + 5381) ^ 97
 
 
-@pytest.mark.parametrize("backend", ["py", "seam"])
+@pytest.mark.parametrize("backend", ["py", "seam", "bulk"])
 def test_bad_cdb_errors(tmp_path, cbin, backend):
     """Truncated or garbage files fail with djb's errno: EPROTO; an empty one
     with EINVAL (the C cdb cannot mmap it and reads)."""
@@ -332,7 +334,8 @@ def test_bad_cdb_errors(tmp_path, cbin, backend):
     def open_(data):
         if backend == "py":
             return cdb.PyReader(data)
-        return cdb.reader(_write(tmp_path, data, "bad.cdb"))
+        opener = cdb.reader if backend == "seam" else cdb.bulk_reader
+        return opener(_write(tmp_path, data, "bad.cdb"))
 
     with pytest.raises(OSError) as e:
         open_(b"").get(b"1.2.3.4")
