@@ -15,7 +15,12 @@ TCPREMOTEINFO and the rule's variables in its environment.
 
 qtools: when the program is itself a qtools program, the parent preloads it
 and each child runs it without an exec (see qtools.lib.pathexec); set
-QTOOLS_NOELIDE=1 for a real exec.  -4 is accepted (IPv4 is the default).
+QTOOLS_NOELIDE=1 for a real exec.  Up to two children are forked ahead and
+wait in accept() (waiting plus busy children never exceed -c); as the child
+that accepted logs its own `pid P from IP`, the parent's `status: N/L` for
+that connection may come just after it instead of just before.  A fork
+failure is retried, never drops a connection.  -4 is accepted (IPv4 is the
+default).  See man/man1/tcpserver.1.
 
 Exit codes: 100 usage, 111 setup failure, 0 on SIGTERM.  Children exit 100
 when a rule denies, 111 when the connection is dropped, else the program's.
