@@ -23,7 +23,7 @@ def getopt(argv, optstring, prog=None):
     n = len(argv)
     while i < n:
         a = argv[i]
-        if a == "--":
+        if a.startswith("--"):                  # subgetopt.c: "--anything" ends options
             i += 1
             break
         if not a.startswith("-") or a == "-":
