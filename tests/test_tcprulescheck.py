@@ -239,3 +239,17 @@ def test_pure_python_reader(tmp_path, cbin, nocdbx):
         q = subprocess.run([sys.executable, "-c", code, paths[1]], capture_output=True,
                            env=env, timeout=30)
         assert (q.returncode, q.stdout, q.stderr) == (c.returncode, c.stdout, c.stderr)
+
+
+def test_output_errors_ignored_like_c(tmp_path, cbin):
+    """tcprulescheck.c never checks its final flush: a full or closed stdout
+    still exits 0 with nothing on stderr."""
+    p = build(cbin, tmp_path, FULL, "full")[0]
+    env = lookup_env(IP, HOST, INFO)
+    for b in (cbin("tcprulescheck"), qbin("tcprulescheck")):
+        with open("/dev/full", "wb") as full:
+            r = subprocess.run([b, p], stdout=full, stderr=subprocess.PIPE, env=env, timeout=30)
+        assert (r.returncode, r.stderr) == (0, b""), b
+        r = subprocess.run([b, p], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                           timeout=30, preexec_fn=lambda: os.close(1))
+        assert (r.returncode, r.stderr) == (0, b""), b
