@@ -1,0 +1,305 @@
+"""qmail-queue - queue a mail message for delivery.
+
+usage: qmail-queue
+
+Reads a message from descriptor 0, then an envelope from descriptor 1, and
+puts both into $QMAILHOME/queue (default /var/qmail/queue) for qmail-send.
+The envelope is `F<sender>\\0` then `T<recipient>\\0` per recipient, then one
+extra `\\0`; the null sender is `F\\0`.  Every address (and its \\0) must fit in
+1003 bytes.  qmail-queue adds one line at the top of the message:
+    Received: (qmail PID invoked by uid UID); 26 Sep 1995 04:46:54 -0000
+(`invoked by alias`, `invoked from network` or `invoked for bounce` when the
+real uid is that of alias, qmaild or qmails).  It prints no diagnostics.
+
+The steps are qmail-queue.c's, with durability qmail left to BSD's
+synchronous directory updates made explicit for Linux:
+ 1. umask 033, chdir $QMAILHOME (61) and queue (62), alarm 24 h (52).
+ 2. create pid/<pid>.<time>.<seq> exclusively (63); its inode number N is the
+    message number; link it to mess/<N%23>/<N> (64); unlink the pid file (63).
+ 3. write the Received line and copy descriptor 0 in 64 KiB chunks (read
+    error 54, write error 53); fsync the file and mess/<N%23>/ (53).
+ 4. create intd/N exclusively (65); write u<uid>\\0p<pid>\\0 and the envelope
+    as read (bad byte 91, address too long 11, end of file 54); fsync the
+    file and intd/ (53).
+ 5. link intd/N to todo/N (66) and fsync todo/ (53): the message is queued.
+ 6. write a byte to lock/trigger without blocking (no reader: fine); exit 0.
+Files created per message: the pid file and intd/N (mess/N and todo/N are
+links).  Any failure before step 5 truncates and removes intd/N and mess/N
+(qmail leaves them for qmail-send's 36-hour cleanup on 11, 91 and 52); a
+crash leaves at most such debris, never an entry in todo/.  After the todo
+link nothing is removed: a failed directory fsync there exits 53 and the
+message may be delivered although the caller said 451 (a duplicate, never a
+loss).
+
+QMAILQUEUE: qmail-smtpd, qmail-inject and the other callers run the program
+named there instead of qmail-queue; qmail-queue itself does not read it.
+
+Exit codes: 0 queued; 11 address too long; 51 out of memory; 52 timeout;
+53 write error or disk full; 54 unable to read the message or envelope;
+61 trouble with $QMAILHOME; 62 queue; 63 queue/pid; 64 queue/mess;
+65 queue/intd; 66 queue/todo; 81 internal bug; 91 envelope format error.
+"""
+import os
+import signal
+import time
+
+from qtools.lib import queue as qlib
+
+PROG = "qmail-queue"
+USAGE = "qmail-queue"
+FAST_EXIT = True
+
+DEATH = 86400                   # must stay below qmail-send's OSSIFIED (36 h)
+CHUNK = 65536
+ADDR = qlib.ADDR
+
+
+class Die(Exception):
+    def __init__(self, code):
+        Exception.__init__(self, code)
+        self.code = code
+
+
+def preload(argv):
+    """In a parent that will fork qmail-queue children: look the qmail users
+    up once (qmail has them compiled in)."""
+    for name in (qlib.USER_ALIAS, qlib.USER_D, qlib.USER_S):
+        qlib.uid(name)
+
+
+def writeall(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def fsyncdir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Queuer:
+    """One message's trip into the queue; fields name what cleanup() undoes."""
+
+    def __init__(self):
+        self.pidfn = None           # pid file still to unlink on failure
+        self.messfn = None
+        self.messfd = -1
+        self.intdfn = None
+        self.intdfd = -1
+        self.committed = False      # set just before the todo link: no cleanup after
+
+    def cleanup(self):
+        """qmail-queue.c cleanup(): truncate (frees the blocks at once) and
+        unlink intd, then mess; also the pid file if it is still there."""
+        if self.committed:
+            return
+        for fd, fn in ((self.intdfd, self.intdfn), (self.messfd, self.messfn)):
+            if fn is None:
+                continue
+            try:
+                if fd >= 0:
+                    os.ftruncate(fd, 0)
+                os.unlink(fn)
+            except OSError:
+                pass
+        if self.pidfn is not None:
+            try:
+                os.unlink(self.pidfn)
+            except OSError:
+                pass
+
+    def alarm(self, signum, frame):
+        # qmail: "thou shalt not clean up here" (C can't, in a handler); a
+        # Python handler runs between bytecodes, and `committed` is set
+        # before the todo link, so removing the debris is safe
+        self.cleanup()
+        os._exit(52)
+
+    def run(self):
+        # 1. home, queue, timer
+        os.umask(0o033)
+        try:
+            os.chdir(qlib.qmailhome())
+        except OSError:
+            raise Die(61)
+        try:
+            os.chdir("queue")
+        except OSError:
+            raise Die(62)
+        mypid = os.getpid()
+        uid = os.getuid()
+        starttime = int(time.time())
+        received = qlib.received(mypid, uid, starttime, qlib.uid(qlib.USER_ALIAS),
+                                 qlib.uid(qlib.USER_D), qlib.uid(qlib.USER_S))
+        signal.signal(signal.SIGALRM, self.alarm)
+        signal.alarm(DEATH)
+
+        # 2. the pid file's inode is the message number
+        for seq in range(1, 10):
+            fn = "pid/%d.%d.%d" % (mypid, starttime, seq)
+            try:
+                self.messfd = os.open(fn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError:
+                continue
+            self.pidfn = fn
+            break
+        else:
+            raise Die(63)
+        try:
+            messnum = os.fstat(self.messfd).st_ino
+        except OSError:
+            raise Die(63)
+        messfn = qlib.fmtqfn("mess/", messnum, 1)
+        intdfn = qlib.fmtqfn("intd/", messnum, 0)
+        todofn = qlib.fmtqfn("todo/", messnum, 0)
+        try:
+            os.link(self.pidfn, messfn)
+        except OSError:
+            raise Die(64)
+        self.messfn = messfn
+        try:
+            os.unlink(self.pidfn)
+        except OSError:
+            raise Die(63)
+        self.pidfn = None
+
+        # 3. Received line, then the message, streamed
+        first = True
+        while True:
+            try:
+                data = os.read(0, CHUNK)
+            except OSError:
+                raise Die(54)
+            if first:
+                data = received + data
+                first = False
+            if not data:
+                break
+            try:
+                writeall(self.messfd, data)
+            except OSError:
+                raise Die(53)
+        try:
+            os.fsync(self.messfd)
+            fsyncdir(messfn[:messfn.rfind("/")])
+        except OSError:
+            raise Die(53)
+
+        # 4. the envelope, copied as read, checked on the way
+        try:
+            self.intdfd = os.open(intdfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:
+            raise Die(65)
+        self.intdfn = intdfn
+        out = bytearray(b"u%d\0p%d\0" % (uid, mypid))
+        self.envelope(out)
+        try:
+            os.fsync(self.intdfd)
+            fsyncdir("intd")
+        except OSError:
+            raise Die(53)
+
+        # 5. at this instant the message is queued
+        self.committed = True
+        try:
+            os.link(intdfn, todofn)
+        except OSError:
+            self.committed = False
+            raise Die(66)
+        try:
+            fsyncdir("todo")
+        except OSError:
+            raise Die(53)           # linked: keep it (a duplicate, never a loss)
+        signal.alarm(0)
+
+        # 6. wake qmail-send
+        qlib.triggerpull()
+        return 0
+
+    def envelope(self, out):
+        """Copy the envelope from fd 1 to intd, up to (not including) the
+        final \\0.  States: 0 = expect F, 1 = inside an address, 2 = expect
+        T or the final \\0."""
+        state = 0
+        alen = 0                    # bytes of the current address seen, \\0 included
+        while True:
+            try:
+                data = os.read(1, CHUNK)
+            except OSError:
+                raise Die(54)
+            if not data:
+                raise Die(54)
+            i, n, end = 0, len(data), -1
+            while i < n:
+                if state == 1:
+                    room = ADDR - alen
+                    j = data.find(b"\0", i, i + room)
+                    if j < 0:
+                        take = min(n - i, room)
+                        alen += take
+                        i += take
+                        if alen >= ADDR:
+                            raise Die(11)
+                    else:
+                        i = j + 1
+                        state = 2
+                elif state == 2:
+                    c = data[i]
+                    if c == 0:
+                        end = i
+                        break
+                    if c != 0x54:           # T
+                        raise Die(91)
+                    state, alen = 1, 0
+                    i += 1
+                else:
+                    if data[i] != 0x46:     # F
+                        raise Die(91)
+                    state, alen = 1, 0
+                    i += 1
+            if end >= 0:
+                out += data[:end]
+                self.flush(out)
+                return
+            out += data
+            if len(out) >= CHUNK:
+                self.flush(out)
+
+    def flush(self, out):
+        try:
+            writeall(self.intdfd, out)
+        except OSError:
+            raise Die(53)
+        del out[:]
+
+
+def main(argv):
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])          # sig_blocknone
+    for s in (signal.SIGPIPE, signal.SIGVTALRM, signal.SIGPROF, signal.SIGQUIT,
+              signal.SIGINT, signal.SIGHUP, signal.SIGXCPU, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_IGN)                    # sig_pipeignore, sig_miscignore
+    q = Queuer()
+    try:
+        return q.run()
+    except Die as d:
+        q.cleanup()
+        return d.code
+    except MemoryError:
+        q.cleanup()
+        return 51
+    except Exception as e:                                  # noqa: BLE001 - exit 81, not 111
+        q.cleanup()
+        try:
+            os.write(2, b"qmail-queue: fatal: internal error: "
+                     + ("%s: %s" % (type(e).__name__, e)).encode("ascii", "replace")[:300]
+                     + b"\n")
+        except OSError:
+            pass
+        return 81
+    finally:
+        signal.alarm(0)
+
