@@ -453,7 +453,7 @@ def test_rts_golden(mode, tmp_path):
     one of the modes the same script also runs against Debian's binaries,
     side by side, to check the script itself."""
     runs = {"qtools": qenv(mode)}
-    if mode == "elide":
+    if mode == "elide" and os.path.exists("/usr/bin/supervise"):
         runs["c"] = {"PATH": "/usr/bin:/bin"}
     procs = {}
     for name, env in runs.items():

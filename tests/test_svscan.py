@@ -149,9 +149,10 @@ def test_renamed_dir_keeps_its_supervise(mode, tmp_path):
         assert sup(s.pid, "supervise a") == a and not sup(s.pid, "supervise z")
 
 
-def test_sigterm_stops_tree_log_last(mode, tmp_path):
+@pytest.mark.parametrize("supervise", ["qtools", "c"])
+def test_sigterm_stops_tree_log_last(mode, tmp_path, supervise):
     """SIGTERM: services down first, then their loggers read to end-of-file;
-    svscan exits 0 and nothing of the tree is left."""
+    svscan exits 0 and nothing of the tree is left (also with C supervise)."""
     sv = tmp_path / "sv"
     service(sv / "a", log="exec cat > out\n", run=(
         "exec 2>&1\n"
@@ -159,7 +160,8 @@ def test_sigterm_stops_tree_log_last(mode, tmp_path):
         "echo up\n"
         "while :; do sleep 0.05; done\n"))
     service(sv / "b", run="exec sleep 1001\n")
-    with Proc([qbin("svscan"), str(sv)], env=qenv(mode), errpath=str(tmp_path / "err")) as s:
+    env = svscan_env(mode, "c" if supervise == "c" else "q")
+    with Proc([qbin("svscan"), str(sv)], env=env, errpath=str(tmp_path / "err")) as s:
         wait_until(lambda: log_pair(s.pid, "a"), 10, s.p, "a and its log")
         out = sv / "a" / "log" / "out"
         wait_until(lambda: out.exists() and out.read_text() == "up\n", 10, s.p, "up")
