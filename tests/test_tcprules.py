@@ -351,7 +351,7 @@ def test_bad_cdb_errors(tmp_path, cbin, backend):
 
 def test_fallback_really_is_pure_python():
     code = FALLBACK.split("from qtools.lib.run")[0] + (
-        "from qtools.lib import cdb; print(cdb._cdbx, cdb.make.__module__)")
+        "from qtools.lib import cdb; print(cdb._load_cdbx(), cdb.make.__module__)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=qenv(),
                        timeout=30)
     assert p.stdout == b"None qtools.lib.cdb\n"

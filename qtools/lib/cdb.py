@@ -11,10 +11,20 @@ import errno
 import os
 import struct
 
-try:
-    import cdbx as _cdbx
-except ImportError:                                 # pragma: no cover - fallback
-    _cdbx = None
+_cdbx = False                                       # not looked for yet
+
+
+def _load_cdbx():
+    # imported on first use: lookups never need it, and a per-connection
+    # parent (tcpserver) should not carry an extension it does not use
+    global _cdbx
+    if _cdbx is False:
+        try:
+            import cdbx
+            _cdbx = cdbx
+        except ImportError:                         # pragma: no cover - fallback
+            _cdbx = None
+    return _cdbx
 
 _unpack2 = struct.Struct("<LL").unpack_from
 
@@ -145,7 +155,7 @@ def reader(path):
 
 def bulk_reader(path):
     """Open a cdb for many lookups or a full scan (cdbx, memory-mapped)."""
-    if _cdbx is None:
+    if _load_cdbx() is None:
         return reader(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -217,4 +227,4 @@ def make(path):
     """Create (truncate, mode 0644) path and return a maker for it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o644)
     f = os.fdopen(fd, "w+b")
-    return _CdbxMaker(f) if _cdbx is not None else PyMaker(f)
+    return _CdbxMaker(f) if _load_cdbx() is not None else PyMaker(f)

@@ -279,9 +279,9 @@ class Server:
                 # waiting child never sees EOF and keeps accepting after the
                 # parent is gone
                 os.close(self.death_w)
-                t, addr = self.wait_accept()
+                csock, addr = self.wait_accept()
                 os.write(self.notify_w, os.getpid().to_bytes(4, "little"))
-                Child(self.cfg, t, addr).run()
+                Child(self.cfg, csock, addr).run()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 111
             except BaseException as e:                  # noqa: BLE001
@@ -309,7 +309,11 @@ class Server:
                 continue
             for fd in (lfd, self.wake_r, self.death_r, self.notify_r):
                 os.close(fd)
-            return t, addr
+            # the socket object rehearse() made takes over the connection
+            csock = self.csock
+            os.dup2(t, csock.fileno(), inheritable=False)
+            os.close(t)
+            return csock, addr
 
     def rehearse(self):
         """Touch now, while no client waits, the memory a connection's code
@@ -317,10 +321,12 @@ class Server:
         (a reference count is enough) is a copy-on-write fault, ~3 us on
         this kind of VM, and a connection's path makes a few hundred."""
         cfg = self.cfg
+        # the connection's socket object, made now; after accept() the
+        # connection is dup2()ed onto its descriptor
+        self.csock = socket.socket(fileno=os.dup(self.sock.fileno()))
         try:
-            s2 = socket.socket(fileno=os.dup(self.sock.fileno()))
-            s2.getsockname()
-            s2.close()
+            self.csock.getsockname()
+            self.csock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
         except OSError:
             pass
         if cfg.rules:
@@ -370,9 +376,10 @@ def _exit0(signum, frame):
 class Child:
     """One connection, in the forked child: ucspi-tcp's doit()."""
 
-    def __init__(self, cfg, fd, addr):
+    def __init__(self, cfg, sock, addr):
         self.cfg = cfg
-        self.fd = fd
+        self.sock = sock
+        self.fd = sock.fileno()
         self.remoteip, self.remoteport = addr[0], addr[1]
 
     def drop(self, *parts):
@@ -386,7 +393,7 @@ class Child:
         pid = os.getpid()
         if cfg.verbosity >= 2:
             os.write(2, b"tcpserver: pid %d from %s\n" % (pid, self.remoteip.encode()))
-        sock = socket.socket(fileno=fd)
+        sock = self.sock
         if cfg.kill_options:
             try:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
