@@ -32,7 +32,7 @@ import select
 import signal
 import socket
 
-from qtools.lib import fd as fdio, pathexec, sig, strerr
+from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
 from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
 from qtools.ucspi import rules
 
@@ -321,6 +321,8 @@ class Server:
         (a reference count is enough) is a copy-on-write fault, ~3 us on
         this kind of VM, and a connection's path makes a few hundred."""
         cfg = self.cfg
+        # ps shows the waiting children apart from the server itself
+        proctitle.set("tcpserver: waiting for a connection")
         # the connection's socket object, made now; after accept() the
         # connection is dup2()ed onto its descriptor
         self.csock = socket.socket(fileno=os.dup(self.sock.fileno()))
