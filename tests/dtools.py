@@ -1,7 +1,6 @@
 """Helpers for the daemontools filter and chain-loader tests (multilog,
 tai64n, envdir, setlock, softlimit, ...): run a program to completion with
 bounded time and compare qtools with Debian's C binary."""
-import os
 import re
 import subprocess
 

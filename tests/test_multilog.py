@@ -11,12 +11,11 @@ import signal
 import stat
 import subprocess
 import threading
-import time
 
 import pytest
 
-from dtools import both, cenv_of, mask, run
-from helpers import qbin, qenv, wait_until
+from dtools import both, mask, run
+from helpers import qbin, wait_until
 from qtools.daemontools import multilog
 
 ARCHIVE = re.compile(r"^@[0-9a-f]{24}\.[su]$")
@@ -536,33 +535,6 @@ def test_sigterm_restarts_lose_nothing(env, tmp_path):
     data = all_lines(tmp_path / "L")
     nums = [int(x[26:33]) for x in data.splitlines()]
     assert nums == list(range(N))
-
-
-def nobody_can_run_python():
-    import sys
-    return subprocess.run(["/usr/bin/setuidgid", "nobody", sys.executable, "-c", "import select"],
-                          capture_output=True, cwd="/").returncode == 0
-
-
-def test_setuidgid_chain(mode, tmp_path):
-    """`setuidgid nobody multilog t ./L` (exec elided or not) writes as nobody."""
-    import pwd
-    import tempfile
-    nobody = pwd.getpwnam("nobody")
-    if mode == "noelide" and not nobody_can_run_python():
-        pytest.skip("nobody cannot read this Python installation, so an exec'd launcher "
-                    "cannot start as nobody (exec elision loads the module before setuid)")
-    top = tempfile.mkdtemp(prefix="qtools-ml-")
-    try:
-        os.chmod(top, 0o777)
-        e = qenv(mode)
-        code, out, err = run([qbin("setuidgid"), "nobody", "multilog", "t", "./L"],
-                             b"hello\n", e, top)
-        assert (code, out, err) == (0, b"", b"")
-        st = os.stat(os.path.join(top, "L", "current"))
-        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
-    finally:
-        subprocess.run(["rm", "-rf", top])
 
 
 def test_full_disk(env, tmp_path):
