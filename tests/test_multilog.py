@@ -226,6 +226,37 @@ def test_logdir_interop(env, cbin, tmp_path, first):
     assert (L / "current").read_bytes() == b"z\n"
 
 
+RECOVERY = {
+    "processed done": {"current": (b"cur\n", 0o644), "previous": (b"prev\n", 0o744),
+                       "processed": (b"proc\n", 0o744), "newstate": (b"ns", 0o644),
+                       "state": (b"st", 0o644)},
+    "processed partial": {"current": (b"cur\n", 0o644), "previous": (b"prev\n", 0o744),
+                          "processed": (b"half", 0o644), "state": (b"st", 0o644)},
+    "previous only": {"previous": (b"prev\n", 0o744)},
+    "clean exit": {"current": (b"cur\n", 0o744), "state": (b"st", 0o644)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECOVERY))
+def test_crash_recovery_like_c(env, cbin, tmp_path, case):
+    """Start-up after an outage in each rotation state: the same files,
+    archive codes, modes and contents as C multilog leaves."""
+    results = []
+    for name, prog in (("q", qbin("multilog")), ("c", cbin("multilog"))):
+        L = tmp_path / name
+        L.mkdir(mode=0o700)
+        for fn, (data, m) in RECOVERY[case].items():
+            (L / fn).write_bytes(data)
+            os.chmod(L / fn, m)
+        assert run([prog, "./" + name], b"new\n", env, tmp_path) == (0, b"", b"")
+        got = []
+        for fn in listing(L):
+            key = "@X" + fn[25:] if fn.startswith("@") else fn
+            got.append((key, (L / fn).read_bytes(), mode(L / fn)))
+        results.append(sorted(got))
+    assert results[0] == results[1]
+
+
 def test_big_current_identical_to_c(env, cbin, tmp_path):
     """Without rotation the logdir holds exactly what C writes."""
     inp = b"".join(b"line %d %s\n" % (i, b"x" * (i % 300)) for i in range(3000)) + b"end"

@@ -690,6 +690,7 @@ def preload(argv):
 
 def main(argv):
     os.umask(0o022)
+    sig.pipe_default()                  # like the C program: a broken stderr kills it
     try:
         os.close(os.open(".", O_READ))
     except OSError as e:
