@@ -349,9 +349,11 @@ def test_bad_cdb_errors(tmp_path, cbin, backend):
     assert e.value.errno == errno.EPROTO
 
 
-def test_fallback_really_is_pure_python():
+def test_fallback_really_is_pure_python(tmp_path):
     code = FALLBACK.split("from qtools.lib.run")[0] + (
-        "from qtools.lib import cdb; print(cdb._load_cdbx(), cdb.make.__module__)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=qenv(),
-                       timeout=30)
-    assert p.stdout == b"None qtools.lib.cdb\n"
+        "from qtools.lib import cdb\n"
+        "m = cdb.make(sys.argv[1]); m.finish()\n"
+        "print(type(m).__name__, type(cdb.bulk_reader(sys.argv[1])).__name__)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.cdb")],
+                       capture_output=True, env=qenv(), timeout=30)
+    assert (p.stdout, p.stderr) == (b"PyMaker FdReader\n", b"")
