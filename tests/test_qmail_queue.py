@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -88,6 +89,28 @@ def test_large_envelope_and_message_stream(home, tmp_path):
     rc, _ = run_qq(home, body, envelope(b"s@example.com", rcpts), str(tmp_path))
     assert rc == 0
     assert len(check_queue(qdir(home), body, env_part(b"s@example.com", rcpts))) == 1
+
+
+def test_memory_stays_bounded(home, tmp_path):
+    """A 100 MB message streamed through a pipe: qmail-queue's peak RSS stays
+    near an idle interpreter's (64 KiB reads, never the whole message)."""
+    ef = tmp_path / "env"
+    ef.write_bytes(envelope(b"a@b", [b"c@d"]))
+    code = ("import resource, subprocess, sys\n"
+            "head = subprocess.Popen(['head', '-c', '100000000', '/dev/zero'], stdout=subprocess.PIPE)\n"
+            "with open(sys.argv[2], 'rb') as e:\n"
+            "    rc = subprocess.run([sys.argv[1]], stdin=head.stdout, stdout=e).returncode\n"
+            "head.stdout.close(); head.wait()\n"
+            "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    p = subprocess.run([sys.executable, "-c", code, qbin("qmail-queue"), str(ef)],
+                       capture_output=True, env=qenv(QMAILHOME=home), timeout=120)
+    rc, maxrss_kb = map(int, p.stdout.split())
+    assert rc == 0
+    print("qmail-queue max RSS: %d kB" % maxrss_kb)
+    assert maxrss_kb < 40 * 1024, maxrss_kb
+    n = int(os.listdir(os.path.join(qdir(home), "todo"))[0])
+    st = os.stat(os.path.join(qdir(home), qlib.fmtqfn("mess/", n, 1)))
+    assert st.st_size > 100_000_000
 
 
 def test_received_line_and_date():
