@@ -184,3 +184,21 @@ def test_envdir_tz_chain(mode, tmp_path):
     assert r == (0, b"2023-11-14 17:13:20.123456500\n", b"")
     r = run([qbin("envdir"), str(envd), "sh", "-c", "tai64n | tai64nlocal"], b"x\n", e)
     assert r[0] == 0 and re.fullmatch(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} x\n", r[1])
+
+
+def test_label_lengths_like_c(env, cbin):
+    """Digit runs other than 24 use djb's shift register: the last 8 digits
+    are nanoseconds, the ones before them seconds (mod 2^64)."""
+    e = tz(env, "UTC")
+    inp = (b"@4000000037c219bf2ef02e94 x\n@04000000037c219bf2ef02e94 y\n"
+           b"@0004000000037c219bf2ef02e94\n@4000000037c219bf2ef02e94\n")
+    q, c = both("tai64nlocal", [], cbin, e, input=inp, cenv=e)
+    assert q == c and q[0] == 0
+
+
+def test_cached_label_not_reused_for_longer_run(env):
+    """A line whose first 25 bytes equal a converted label but whose digit run
+    goes on is converted on its own (here: not convertible, so copied)."""
+    inp = b"@4000000037c219bf2ef02e94 x\n@4000000037c219bf2ef02e940 y\n"
+    assert run([qbin("tai64nlocal")], inp, tz(env, "UTC")) == (
+        0, b"1999-08-24 04:04:05.787492500 x\n@4000000037c219bf2ef02e940 y\n", b"")

@@ -35,17 +35,18 @@ CARRY_MAX = 65536
 
 
 def converter():
-    """bytes label digits -> replacement bytes (or None if not convertible)."""
-    cache = {}
+    """digits -> replacement bytes (None if not convertible), and a line
+    converter for whole lines with a cache of recent 24-digit labels."""
+    import re
+    heads = {}
+    labels = {}
     localtime = time.localtime
+    label24 = re.compile(rb"@[0-9a-f]{24}(?![0-9a-f])").match
+    anylabel = re.compile(rb"@([0-9a-f]*)")
 
-    def convert(digits):
-        val = int(digits, 16) if digits else 0
-        secs = ((val >> 32) - OFFSET) & MASK64      # time_t arithmetic wraps
-        if secs >> 63:
-            secs -= 1 << 64
-        head = cache.get(secs)
-        if head is None:
+    def head(secs):
+        h = heads.get(secs)
+        if h is None:
             try:
                 t = localtime(secs)
             except (OverflowError, OSError, ValueError):
@@ -53,14 +54,46 @@ def converter():
             year = t.tm_year
             if year < 0:                            # fmt_ulong of a negative int
                 year += 1 << 64
-            head = b"%d-%02d-%02d %02d:%02d:%02d." % (
+            h = b"%d-%02d-%02d %02d:%02d:%02d." % (
                 year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
-            if len(cache) > 4096:
-                cache.clear()
-            cache[secs] = head
-        return head + b"%09d" % (val & 0xffffffff)
-    return convert
+            if len(heads) > 4096:
+                heads.clear()
+            heads[secs] = h
+        return h
 
+    def convert(digits):
+        val = int(digits, 16) if digits else 0
+        secs = ((val >> 32) - OFFSET) & MASK64      # time_t arithmetic wraps
+        if secs >> 63:
+            secs -= 1 << 64
+        h = head(secs)
+        return None if h is None else h + b"%09d" % (val & 0xffffffff)
+
+    def line(ln):
+        """One line starting with `@` (maybe without its newline)."""
+        key = ln[:25]
+        r = labels.get(key)
+        if r is not None and (len(ln) == 25 or ln[25] not in HEX):
+            return r + ln[25:]
+        if label24(ln):
+            r = convert(ln[1:25])
+            if r is not None:
+                if len(labels) > 4096:
+                    labels.clear()
+                labels[key] = r
+                return r + ln[25:]
+            return ln
+        m = anylabel.match(ln)
+        r = convert(m.group(1))
+        return ln if r is None else r + ln[m.end():]
+    return convert, line
+
+
+def convert_lines(data, line):
+    """Complete lines: those starting with `@` converted, others copied."""
+    if not data.startswith(b"@") and b"\n@" not in data:
+        return data
+    return b"\n".join([line(x) if x[:1] == b"@" else x for x in data.split(b"\n")])
 
 def preload(argv):
     """pathexec.preload hook: re, imported lazily otherwise."""
@@ -68,15 +101,9 @@ def preload(argv):
 
 
 def main(argv):
-    import re
     sig.pipe_default()
     time.tzset()                                    # $TZ may have changed since start-up
-    convert = converter()
-    label = re.compile(rb"^@([0-9a-f]*)", re.M)
-
-    def sub(m):
-        r = convert(m.group(1))
-        return m.group(0) if r is None else r
+    convert, line = converter()
 
     def out(b):
         view = memoryview(b)
@@ -104,7 +131,7 @@ def main(argv):
             k = data.rfind(NL)
             done, rest = data[:k + 1], data[k + 1:]
             if done:
-                out(label.sub(sub, done) if b"@" in done else done)
+                out(convert_lines(done, line))
             if rest:
                 if rest[0] == 64:
                     j = 1
@@ -113,7 +140,7 @@ def main(argv):
                     if j == len(rest):                  # the label goes on in the next read
                         carry = rest if len(rest) <= CARRY_MAX else b"@" + rest[-24:]
                         continue
-                    out(label.sub(sub, rest, count=1))
+                    out(line(rest))
                 else:
                     out(rest)
                 midline = True
