@@ -319,7 +319,8 @@ def crash_check(q, body, env_part_, finished_pids):
 
 def test_kill9_at_random_points(home, tmp_path):
     """30 runs of qmail-queue on a 16 MiB message, each SIGKILLed after a
-    random delay spread over a normal run's duration.  After every kill the
+    random delay spread over a normal run's duration (start-up, copy, syncs;
+    the kills after the todo link are test_kill9_at_each_step's).  After every kill the
     queue holds only complete messages in todo/, and every run that exited 0
     is there."""
     q = qdir(home)
@@ -334,18 +335,21 @@ def test_kill9_at_random_points(home, tmp_path):
         with open(mf, "rb") as m, open(ef, "rb") as e:
             return subprocess.Popen([qbin("qmail-queue")], stdin=m, stdout=e, env=env)
 
-    t0 = time.monotonic()
-    p = start()
-    assert p.wait(60) == 0
-    duration = time.monotonic() - t0
-    finished = [p.pid]
+    finished, durations = [], []
+    for _ in range(2):
+        t0 = time.monotonic()
+        p = start()
+        assert p.wait(60) == 0
+        durations.append(time.monotonic() - t0)
+        finished.append(p.pid)
+    duration = min(durations)
     rng = random.Random(3)
     killed = 0
     deadline = time.monotonic() + 60
     for _ in range(30):
         assert time.monotonic() < deadline
         p = start()
-        time.sleep(rng.uniform(0, duration * 1.1))      # the kill point, not a synchronisation
+        time.sleep(rng.uniform(0, duration))            # the kill point, not a synchronisation
         p.kill()
         rc = p.wait(30)
         if rc == 0:
@@ -354,8 +358,8 @@ def test_kill9_at_random_points(home, tmp_path):
             assert rc == -signal.SIGKILL
             killed += 1
         crash_check(q, body, ep, finished)
-    print("kill -9: %d killed, %d finished, run %.0f ms" % (killed, len(finished) - 1, duration * 1000))
-    assert killed >= 10, "the kills mostly came too late: %d" % killed
+    print("kill -9: %d killed, %d finished, run %.0f ms" % (killed, len(finished) - 2, duration * 1000))
+    assert killed >= 5, "the kills mostly came too late: %d" % killed
 
 
 @pytest.mark.skipif(not STRACE, reason="strace not installed")
