@@ -623,6 +623,8 @@ class Multilog:
         signal.set_wakeup_fd(self.wake_w)
         sig.catch(signal.SIGTERM, on_term)
         sig.catch(signal.SIGALRM, on_alarm)
+        # multilog.c unblocks them around every read, whatever mask it inherited
+        sig.unblock(signal.SIGTERM, signal.SIGALRM)
 
     def run(self):
         wake_r = self.wake_r
