@@ -25,8 +25,9 @@ svscan run as process 1 of a container):
            svscan; a dead supervise is restarted at the next scan.
   SIGHUP   scan now.
   SIGTERM  stop the tree and exit: each service's supervise is sent `dx`
-           (as `svc -dx`); when it has exited, svscan closes its end of the
-           log pipe and sends the log's supervise `x`, so the logger reads
+           (as `svc -dx`); when it has exited, svscan sends the log's
+           supervise `x`, waits until it has read it, then closes its end of
+           the log pipe, so the logger reads
            every line up to end-of-file before it stops.  After 5 seconds
            services still up are sent `k` and loggers `dx`; after 8 seconds
            everything left is sent `k`; at 9 seconds svscan gives up.
@@ -46,6 +47,7 @@ is not accessible.
 import errno
 import gc
 import os
+import struct
 import select
 import signal
 import stat
@@ -236,10 +238,15 @@ class Svscan:
                 e.sent = deliver(e.name, b"dxk" if late else b"dx", e.sent)
                 continue
             # the service is down and its supervise gone: the logger reads up
-            # to end-of-file (svscan's write end was the last one), then stops
+            # to end-of-file (svscan's write end was the last one), then stops.
+            # The end-of-file must come after the log's supervise has read
+            # its `x`, or it restarts the logger (which may truncate what
+            # the logger wrote) instead of exiting.
             if e.pidlog:
                 want = b"xdk" if later else b"xd" if late else b"x"
                 e.sentlog = deliver(e.name + "/log", want, e.sentlog)
+                if pending(e.name + "/log") and not late:
+                    continue
             e.close_write_end()
         return not any(e.pid or e.pidlog for e in self.entries.values())
 
@@ -289,6 +296,22 @@ def deliver(name, want, sent):
     if missing and control(name, missing):
         return sent + missing
     return sent
+
+
+def pending(name):
+    """True while NAME/supervise/control holds bytes supervise has not read."""
+    try:
+        fd = os.open(name + "/supervise/control", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        import fcntl
+        import termios
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] > 0
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def control(name, data):
