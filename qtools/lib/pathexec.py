@@ -223,7 +223,13 @@ def run_elided(modname, argv, title=None):
         from qtools.lib import proctitle, run
         if proctitle.loaded():
             proctitle.set(" ".join(title or argv))
-        __import__(modname)
+        try:
+            __import__(modname)
+        except BaseException as e:               # noqa: BLE001 - said, not raised
+            name = os.path.basename((title or argv)[0])
+            os.write(2, ("%s: fatal: unable to load %s: %s: %s\n"
+                         % (name, modname, type(e).__name__, e)).encode("utf-8", "replace"))
+            return
         code = run.guard(sys.modules[modname], list(argv))
     finally:
         try:
