@@ -691,6 +691,9 @@ def preload(argv):
 
 
 def main(argv):
+    # long-running: ps shows `multilog t /var/log/qmail/smtpd`, as in the seed
+    from qtools.lib import proctitle
+    proctitle.from_argv(argv)
     os.umask(0o022)
     sig.pipe_default()                  # like the C program: a broken stderr kills it
     try:
