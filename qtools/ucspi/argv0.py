@@ -1,0 +1,56 @@
+"""argv0 - run a program with a chosen 0th argument.
+
+usage: argv0 realname program [ arg ... ]
+
+argv0 runs the program stored as realname (found through $PATH like
+execvp), with program as its argv[0] and the args after it.  Some programs
+look at argv[0] (`argv0 /bin/bash -bash` starts a login shell).
+
+qtools: when realname is a qtools launcher it runs without an exec (see
+qtools.lib.pathexec); like any #! script it then sees its own path as
+argv[0], exactly as after a real exec.  An empty program name cannot be
+passed (Python's execv refuses it): that is reported as an error.
+
+Exit codes: 100 usage; 111 unable to run realname; otherwise realname's.
+"""
+import os
+import signal
+
+from qtools.lib import pathexec, strerr
+
+PROG = "argv0"
+USAGE = "argv0 realname program [ arg ... ]"
+
+
+def run(realname, argv):
+    """pathexec_run(file, argv) of ucspi-tcp: the file is searched for, argv
+    is passed unchanged."""
+    elide = pathexec.elision_enabled()
+    saved = None
+    for p in pathexec.candidates(realname):
+        if elide:
+            mod = pathexec.launcher_module(p)
+            if mod:
+                pathexec.run_elided(mod, [p] + list(argv[1:]), title=argv)
+        # Python ignores these; a C program gets the defaults (as pathexec does)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        try:
+            os.execv(p, argv)
+        except OSError as e:
+            if e.errno != 2:                        # ENOENT: keep looking
+                saved = e
+                if e.errno not in (13, 1, 21):      # EACCES, EPERM, EISDIR
+                    raise
+    raise saved if saved else FileNotFoundError(2, "No such file or directory", realname)
+
+
+def main(argv):
+    if len(argv) < 3:
+        strerr.die_usage(PROG, USAGE)
+    try:
+        run(argv[1], argv[2:])
+    except OSError as e:
+        strerr.die(111, PROG, "unable to run ", argv[1], ": ", e)
+    except ValueError as e:
+        strerr.die(111, PROG, "unable to run ", argv[1], ": ", OSError(22, str(e)))
