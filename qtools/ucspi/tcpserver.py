@@ -31,6 +31,7 @@ import os
 import select
 import signal
 import socket
+import _socket
 
 from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
 from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
@@ -325,7 +326,7 @@ class Server:
         proctitle.set("tcpserver: waiting for a connection")
         # the connection's socket object, made now; after accept() the
         # connection is dup2()ed onto its descriptor
-        self.csock = socket.socket(fileno=os.dup(self.sock.fileno()))
+        self.csock = _socket.socket(fileno=os.dup(self.sock.fileno()))   # C type: cheaper
         try:
             self.csock.getsockname()
             self.csock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
