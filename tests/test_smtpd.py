@@ -477,3 +477,58 @@ def test_blast_simple():
     out, used, act = b.feed(b"Received: a\r\nX: y\r\n\r\n.hello\r\n..\r\n.\r\nMAIL")
     assert (out, act) == (b"Received: a\nX: y\n\nhello\n.\n", 1)
     assert b.hops == 1 and used == len(b"Received: a\r\nX: y\r\n\r\n.hello\r\n..\r\n.\r\n")
+
+
+def test_lean_import_preload_rehearse(tmp_path, certfile):
+    """Importing the module loads no ssl/base64; preload() loads ssl and the
+    certificate, qmail-queue and the checkprogram; rehearse() changes nothing."""
+    home = make_home(tmp_path, cert=certfile)
+    code = r"""
+import os, sys
+import qtools.qmail.smtpd as m
+heavy = [x for x in ("ssl", "_ssl", "binascii", "base64", "hmac", "spf", "dns") if x in sys.modules]
+assert not heavy, heavy
+assert m.FAST_EXIT is True
+cwd, fds = os.getcwd(), sorted(os.listdir("/proc/self/fd"))
+m.rehearse(["qmail-smtpd"])
+assert (os.getcwd(), sorted(os.listdir("/proc/self/fd"))) == (cwd, fds)
+assert "ssl" not in sys.modules
+m.preload(["qmail-smtpd", "qmail-queue"])
+assert "ssl" in sys.modules and "binascii" in sys.modules
+assert "qtools.qmail.queue" in sys.modules
+assert len(m._TLS) == 1
+print("ok")
+"""
+    r = subprocess.run([qbin("python3") if os.path.exists(qbin("python3")) else "python3",
+                        "-c", code], capture_output=True, env=qenv("elide", QMAILHOME=home),
+                       timeout=60)
+    assert r.stdout == b"ok\n", r.stderr
+
+
+def test_certificate_change_is_seen(tmp_path, certfile):
+    """The parent preloaded the certificate; a new file is used at once."""
+    home = make_home(tmp_path, cert=certfile)
+    d = tmp_path / "new"
+    d.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=other.example.test", "-keyout", str(d / "k"), "-out", str(d / "c")],
+                   check=True, capture_output=True, timeout=60)
+
+    def peer_cn(srv):
+        c = connect(srv)
+        assert c.cmd(b"STARTTLS") == REPLY["tlsready"]
+        s = c.starttls()
+        der = s.getpeercert(binary_form=True)
+        c.close()
+        return der
+
+    with server("elide", home, tmp_path) as srv:
+        first = peer_cn(srv)
+        pem = os.path.join(home, "control", "servercert.pem")
+        with open(pem + ".new", "wb") as f:
+            f.write((d / "c").read_bytes() + (d / "k").read_bytes())
+        os.rename(pem + ".new", pem)
+        second = peer_cn(srv)
+    assert first != second
+    assert b"other.example.test" in second

@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 
-from smtpdtools import (Client, certfile, checkpassword, connect, make_home, queued,  # noqa: F401
+from smtpdtools import (certfile, checkpassword, connect, make_home, queued,  # noqa: F401
                         server)
 
 from qtools.qmail.smtpd import REPLY

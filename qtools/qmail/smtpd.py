@@ -98,7 +98,6 @@ import enum
 import errno
 import os
 import select
-import sys
 import time
 
 PROG = "qmail-smtpd"
