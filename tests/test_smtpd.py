@@ -532,3 +532,46 @@ def test_certificate_change_is_seen(tmp_path, certfile):
         second = peer_cn(srv)
     assert first != second
     assert b"other.example.test" in second
+
+
+def test_unreadable_controls(mode, tmp_path):
+    """A control file that cannot be read is a temporary error (421), at the
+    start for rcpthosts, at the first lookup for morercpthosts.cdb."""
+    home = make_home(tmp_path, rcpthosts=None)
+    os.mkdir(os.path.join(home, "control", "rcpthosts"))
+    with server(mode, home, tmp_path) as srv:
+        assert srv.talk(b"") == REPLY["control"]
+    os.rmdir(os.path.join(home, "control", "rcpthosts"))
+    with open(os.path.join(home, "control", "rcpthosts"), "w") as f:
+        f.write("example.test\n")
+    open(os.path.join(home, "control", "morercpthosts.cdb"), "w").close()
+    with server(mode, home, tmp_path, name="cdb") as srv:
+        c = connect(srv)
+        c.cmd(b"MAIL FROM:<a@b.test>")
+        assert c.cmd(b"RCPT TO:<u@example.test>") == REPLY["ok"]
+        c.send(b"RCPT TO:<u@other.test>\r\n")
+        assert c.rest() == b"421 unable to read controls (#4.3.0)\r\n"
+        c.close()
+        assert "Traceback" not in srv.log()
+
+
+def test_sni_certificate(mode, tmp_path, certfile):
+    home = make_home(tmp_path, cert=certfile)
+    d = os.path.join(home, "control", "servercerts", "sni.example.test")
+    os.makedirs(d)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=sni.example.test", "-keyout", d + "/k", "-out", d + "/c"],
+                   check=True, capture_output=True, timeout=60)
+    with open(d + "/servercert.pem", "wb") as f:
+        f.write(open(d + "/c", "rb").read() + open(d + "/k", "rb").read())
+    with server(mode, home, tmp_path) as srv:
+        c = connect(srv)
+        assert c.cmd(b"STARTTLS") == REPLY["tlsready"]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="sni.example.test")
+        assert b"sni.example.test" in c.sock.getpeercert(binary_form=True)
+        assert c.cmd(b"HELO x") == b"250 sni.example.test\r\n"
+        c.close()
