@@ -217,3 +217,24 @@ def test_swaks_auth(mode, tmp_path, certfile):
         assert r.returncode != 0
         assert b"did not advertise authentication" in r.stderr and b"AUTH" not in r.stdout
     assert len(queued(home)) == 1
+
+
+def test_auth_after_cdb_lookup(mode, tmp_path):
+    """morercpthosts.cdb open on a low fd does not disturb fd 3 of the
+    checkpassword child, nor fd 4 of qmail-queue."""
+    from qtools.lib import cdb
+    home = make_home(tmp_path)
+    mk = cdb.make(tmp_path / "qmail" / "control" / "morercpthosts.cdb")
+    mk.add(b"more.test", b"")
+    mk.finish()
+    prog, log = checkpassword(tmp_path)
+    with server(mode, home, tmp_path, args=(prog, "true"), SMTPAUTH="", FORCETLS="0") as srv:
+        c = connect(srv)
+        c.cmd(b"MAIL FROM:<a@b.test>")
+        assert c.cmd(b"RCPT TO:<u@more.test>") == REPLY["ok"]
+        c.cmd(b"DATA")
+        c.send(b"\r\n.\r\n")
+        assert c.reply().startswith(b"250 ok ")
+        assert c.cmd(b"AUTH PLAIN " + B(b"\0u\0good")) == REPLY["authok"]
+        c.close()
+    assert log.read_bytes() == b"u\0good\0|"

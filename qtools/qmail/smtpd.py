@@ -1579,9 +1579,9 @@ class Session:
             return None
         if pid == 0:
             try:
+                self.child_close()          # first: its fds may be 3 or the pipe's
                 os.close(w)
                 fdio.move(r, 3)
-                self.child_close()
                 pathexec.pathexec_run(self.childargs)
             except BaseException:                   # noqa: BLE001 - cannot run it: temporary
                 pass
@@ -1728,14 +1728,14 @@ class Queue:
         if pid == 0:
             code = 120
             try:
+                if child_close:
+                    child_close()           # first: its fds may be errfd's number
                 os.dup2(pm[0], 0)
                 os.dup2(pe[0], 1)
                 fdio.copy(pc[1], errfd)
                 for f in (pm[0], pm[1], pe[0], pe[1], pc[0], pc[1]):
                     if f not in (0, 1, errfd):
                         os.close(f)
-                if child_close:
-                    child_close()
                 try:
                     os.chdir(_qmailhome())
                 except OSError:
