@@ -8,7 +8,6 @@ benchmark's path (`rblsmtpd -t0 true`, one `553 blocked` line per connection).
 """
 import os
 import re
-import select
 import signal
 import socket
 import subprocess

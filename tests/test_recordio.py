@@ -188,6 +188,9 @@ def test_lines_are_atomic(mode, tmp_path):
             p.stdin.close()
         for p in procs:
             assert p.wait(30) == 0
+            # the copier outlives the program by a moment: wait for its last line
+            wait_until(lambda: b"%d > [EOF]\n" % p.pid in logpath.read_bytes(), 10, None,
+                       "end of output logged")
     finally:
         os.close(fd)
         for p in procs:
@@ -276,7 +279,6 @@ def test_starttls_through_recordio(mode, tmp_path, cert):
         try:
             raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
             f = raw.makefile("rb", buffering=0)
-            sent = b""
 
             def readline():
                 line = b""
@@ -313,3 +315,24 @@ def test_starttls_through_recordio(mode, tmp_path, cert):
     assert into.startswith(b"STARTTLS\r\n\x16\x03")
     assert outof.startswith(b"220 tls test\r\n220 go ahead\r\n\x16\x03")
     assert payload not in into and b"PONG" not in outof       # it really was encrypted
+
+
+def test_recording_a_qtools_program_under_tcpserver(mode, tmp_path):
+    """tcpserver -> recordio -> rblsmtpd: preloaded and elided, or exec'd, the
+    log and the client see the same thing, and the pid is the connection's."""
+    logpath = tmp_path / "log"
+    env = qenv(mode, RBLSMTPD="-blocked")
+    with TcpServer(["-v", "-H", "-R", "-l", "0"], ["recordio", "rblsmtpd", "-t0", "true"],
+                   env=env, logpath=str(logpath)) as srv:
+        try:
+            assert srv.talk() == b"553 blocked\r\n"
+            srv.wait_log(" status 0\n")
+            wait_until(lambda: b"> [EOF]\n" in logpath.read_bytes(), 10, srv.proc, "EOF logged")
+        finally:
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+    log = logpath.read_bytes()
+    pid = int(re.search(rb"tcpserver: pid (\d+) from", log).group(1))
+    assert b"rblsmtpd: 127.0.0.1 pid %d: 553 blocked\n" % pid in log
+    assert b"%d > 553 blocked\r \n" % pid in log
+    assert b"%d > [EOF]\n" % pid in log
+    assert b"tcpserver: end %d status 0\n" % pid in log

@@ -45,6 +45,12 @@ def run(realname, argv):
     raise saved if saved else FileNotFoundError(2, "No such file or directory", realname)
 
 
+def preload(argv):
+    """pathexec.preload hook: a parent (tcpserver) loads realname too."""
+    if len(argv) > 2:
+        pathexec.preload([argv[1]] + argv[3:])
+
+
 def main(argv):
     if len(argv) < 3:
         strerr.die_usage(PROG, USAGE)

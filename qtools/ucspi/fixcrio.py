@@ -54,6 +54,21 @@ class Fixer:
         pass
 
 
+def preload(argv):
+    """pathexec.preload hook: a parent (tcpserver) loads the program this one
+    will run, too."""
+    if len(argv) > 1:
+        from qtools.lib import pathexec
+        pathexec.preload(argv[1:])
+
+
+def rehearse(argv):
+    """pathexec.rehearse hook: pass the rehearsal on to the program."""
+    if len(argv) > 1:
+        from qtools.lib import pathexec
+        pathexec.rehearse(argv[1:])
+
+
 def main(argv):
     if len(argv) < 2:
         strerr.die_usage(PROG, USAGE)

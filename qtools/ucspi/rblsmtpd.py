@@ -176,6 +176,55 @@ def dialogue(msg, timeout):
                 return
 
 
+def _scan(argv):
+    """(uses -r/-a, smtpd argv) without a word on stderr; None on a usage error."""
+    lookups = False
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        for j in range(1, len(a)):
+            c = a[j]
+            if c in "tra":
+                lookups = lookups or c != "t"
+                if j + 1 == len(a):
+                    i += 1
+                break
+            if c not in "bBcC":
+                return None
+        i += 1
+    return lookups, argv[i:]
+
+
+def preload(argv):
+    """pathexec.preload hook, in tcpserver's parent: load the DNS code if -r or
+    -a will need it, and the SMTP server this one runs for allowed clients."""
+    scan = _scan(argv)
+    if not scan:
+        return
+    if scan[0]:
+        from qtools.lib import dns
+        try:
+            dns.warm()
+        except Exception:                       # noqa: BLE001 - a child will say so
+            pass
+    if scan[1]:
+        from qtools.lib import pathexec
+        pathexec.preload(scan[1])
+
+
+def rehearse(argv):
+    """pathexec.rehearse hook: pass the rehearsal on to smtpd."""
+    scan = _scan(argv)
+    if scan and scan[1]:
+        from qtools.lib import pathexec
+        pathexec.rehearse(scan[1])
+
+
 def main(argv):
     environ = os.environb
     st = State(environ.get(b"TCPREMOTEIP", b"").decode("latin-1"))
