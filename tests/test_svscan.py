@@ -310,3 +310,24 @@ def test_memory_per_supervise(tmp_path):
     assert r["supervise_count"] == 15
     assert r["private_kb_per_supervise"] < 3 * 1024, r
     assert r["pss_kb_per_supervise"] < 3 * 1024, r
+
+
+def test_crashing_log_run_is_reported(mode, tmp_path):
+    """A log/run that dies at once: the service is kept (blocked on the pipe,
+    never killed by EPIPE), and supervise says so on svscan's stderr instead
+    of restarting the logger silently forever."""
+    sv = tmp_path / "sv"
+    service(sv / "a", log="exit 3\n", run=(
+        "exec 2>&1\n"
+        "i=0; while [ $i -lt 100000 ]; do echo line $i; i=$((i+1)); done\n"
+        "exec sleep 100\n"))
+    env = svscan_env(mode, "q")
+    with Proc([qbin("svscan"), str(sv)], env=env, errpath=str(tmp_path / "err")) as s:
+        wait_until(lambda: b"keeps dying at once" in s.err(), 15, s.p, "crash-loop warning")
+        err = s.err().decode()
+        assert ("supervise: warning: log/run keeps dying at once (exit code 3); "
+                "restarting it every second") in err, err
+        assert err.count("keeps dying") == 1                  # at most once a minute
+        # the service is still there, blocked on the full pipe, not killed
+        st = open(str(sv / "a" / "supervise" / "status"), "rb").read()
+        assert int.from_bytes(st[12:16], "little") != 0

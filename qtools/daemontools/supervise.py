@@ -31,6 +31,12 @@ restarted, and `x` makes supervise exit, only when finish has ended.  finish
 is killed (KILL) after DIR/timeout-finish milliseconds (default 5000; 0 = no
 limit), as in s6.
 
+qtools extension: when ./run fails (non-zero exit or a signal) within 2
+seconds of its start twice in a row and is to be restarted, supervise says so on stderr (at most once a minute):
+`supervise: warning: DIR/run keeps dying at once (exit code N); restarting it
+every second`.  Under svscanboot that shows in readproctitle's title, so a
+crashing log/run that leaves its service blocked on a full pipe is visible.
+
 Killing supervise leaves ./run running (no SIGTERM handler, as in C); a new
 supervise on the same DIR starts a second ./run.  A fork failure is reported as
 `supervise: warning: unable to fork for DIR, sleeping 60 seconds: ERR` and the
@@ -57,6 +63,9 @@ FINISH_TIMEOUT_MS = 5000        # s6-supervise's default
 WANT_UP, WANT_DOWN = 0x75, 0x64
 
 
+QUICK = 2.0                             # a death this soon after the start is a crash
+
+
 def deepsleep(seconds):
     """Sleep through signals (PEP 475 resumes time.sleep after a handler)."""
     time.sleep(seconds)
@@ -77,6 +86,9 @@ class Supervise:
         self.findeadline = None
         self.pending = False            # u/o arrived while finish ran: start after it
         self.stamp = b"\0" * 12
+        self.started = 0.0              # monotonic time of the last start
+        self.quickdeaths = 0            # consecutive deaths within QUICK seconds
+        self.lastwarned = None
         self.selfpipe = None
         self.fdcontrol = -1
 
@@ -147,6 +159,7 @@ class Supervise:
             return
         self.flagpaused = False
         self.pid = f
+        self.started = time.monotonic()
         self.pidchange()
         self.announce()
         deepsleep(1)
@@ -177,9 +190,31 @@ class Supervise:
         self.pid = 0
         self.pidchange()
         self.announce()
+        self.crashloop(wstat)
         if self.startfinish(wstat):
             return False
         return self.after_down()
+
+    def crashloop(self, wstat):
+        """qtools: say so when ./run keeps dying at once.  C supervise just
+        restarts it every second, silently; for a log service that means the
+        service blocks on a full pipe with no word anywhere.  The warning
+        goes to supervise's stderr, which svscanboot shows in readproctitle's
+        `service errors` title; at most one a minute per service."""
+        now = time.monotonic()
+        if now - self.started >= QUICK or wstat == 0:
+            self.quickdeaths = 0                # exit 0 at once is a choice, not a crash
+            return
+        self.quickdeaths += 1
+        if self.quickdeaths < 2 or not (self.flagwant and self.flagwantup):
+            return
+        if self.lastwarned is not None and now - self.lastwarned < 60:
+            return
+        self.lastwarned = now
+        how = ("killed by signal %d" % os.WTERMSIG(wstat) if os.WIFSIGNALED(wstat)
+               else "exit code %d" % os.WEXITSTATUS(wstat))
+        strerr.warn(PROG, self.dir, "/run keeps dying at once (", how,
+                    "); restarting it every second")
 
     def after_down(self):
         """The service is down and nothing runs: True means exit now."""
