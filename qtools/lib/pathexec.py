@@ -16,6 +16,11 @@ import os
 import signal
 import sys
 
+import _signal
+
+_SIG_DFL, _SIG_IGN = int(signal.SIG_DFL), int(signal.SIG_IGN)
+_SIGPIPE, _SIGXFSZ, _SIGINT = int(signal.SIGPIPE), int(signal.SIGXFSZ), int(signal.SIGINT)
+
 MARKER = b"\n# qtools-program: "
 _cache = {}             # path -> (st_ino, st_mtime_ns, module or None)
 _edits = []
@@ -69,13 +74,16 @@ def launcher_module(path):
 
 
 def candidates(name):
-    """The paths execvp would try for name, in order."""
+    """The paths execvp would try for name, in order (a generator: the first
+    one usually wins, and a forked child should not build the whole list)."""
     if "/" in name:
-        return [name]
+        yield name
+        return
     path = os.environ.get("PATH")
     if path is None:
         path = "/bin:/usr/bin"
-    return [os.path.join(d, name) if d else name for d in path.split(":")]
+    for d in path.split(":"):
+        yield d + "/" + name if d else name
 
 
 def resolve(name):
@@ -124,7 +132,7 @@ def rehearse(argv):
             break
     from qtools.lib import sig
     for s in sig.caught.union(_USUAL):
-        signal.getsignal(s)
+        _signal.getsignal(s)
 
 
 def pathexec_run(argv):
@@ -143,8 +151,8 @@ def pathexec_run(argv):
         if not restored:
             # Python ignores SIGPIPE and SIGXFSZ; a C program must get the
             # defaults back (what subprocess's restore_signals does)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            _signal.signal(_SIGPIPE, _SIG_DFL)
+            _signal.signal(_SIGXFSZ, _SIG_DFL)
             restored = True
         try:
             os.execv(p, argv)
@@ -158,8 +166,9 @@ def pathexec_run(argv):
 
 _cloexec = None
 # signals commonly caught by code that does not go through qtools.lib.sig
-_USUAL = (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1,
-          signal.SIGUSR2, signal.SIGQUIT, signal.SIGCONT, signal.SIGWINCH)
+_USUAL = frozenset(int(x) for x in (
+    signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCONT, signal.SIGWINCH))
 
 
 def snapshot():
@@ -199,19 +208,19 @@ def exec_state():
             except OSError:
                 pass
     try:
-        signal.set_wakeup_fd(-1)
+        _signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
     from qtools.lib import sig
     for s in sig.caught.union(_USUAL):
-        h = signal.getsignal(s)
-        if h is not signal.SIG_DFL and h is not signal.SIG_IGN:
-            signal.signal(s, signal.SIG_DFL)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    h = signal.getsignal(signal.SIGINT)
-    if h is signal.SIG_DFL or (h is not signal.SIG_IGN and h is not signal.default_int_handler):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        h = _signal.getsignal(s)
+        if h != _SIG_DFL and h != _SIG_IGN:
+            _signal.signal(s, _SIG_DFL)
+    _signal.signal(_SIGPIPE, _SIG_IGN)
+    _signal.signal(_SIGXFSZ, _SIG_IGN)
+    h = _signal.getsignal(_SIGINT)
+    if h == _SIG_DFL or (h != _SIG_IGN and h is not _signal.default_int_handler):
+        _signal.signal(_SIGINT, _signal.default_int_handler)
 
 
 def run_elided(modname, argv, title=None):

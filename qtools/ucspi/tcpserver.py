@@ -31,6 +31,8 @@ import os
 import select
 import signal
 import socket
+
+import _signal
 import _socket
 
 from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
@@ -125,10 +127,13 @@ def parse(argv):
     return c
 
 
+_SAFE = bytes(c if 33 <= c <= 126 and c not in (37, 58) else 63 for c in range(256))
+
+
 def safe(s):
     """ucspi-tcp safecats: at most 100 bytes, then '...'; unsafe bytes -> '?'."""
     b = os.fsencode(s).split(b"\0")[0]
-    out = bytes(c if 33 <= c <= 126 and c not in (37, 58) else 63 for c in b[:100])
+    out = b[:100].translate(_SAFE)
     return out + b"..." if len(b) >= 100 else out
 
 
@@ -475,8 +480,8 @@ class Child:
         # tcpserver.c sig_uncatch()es SIGPIPE for the program; Python also
         # ignores SIGXFSZ, and exec keeps ignored signals ignored.  (An elided
         # qtools program gets the fresh-Python dispositions back from pathexec.)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)     # _signal: no enum work
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
         try:
             pathexec.pathexec_run(cfg.argv)
         except OSError as e:
