@@ -685,15 +685,17 @@ class Multilog:
 
 def preload(argv):
     """pathexec.preload hook (e.g. from setuidgid before it drops privileges):
-    the pattern compiler's re, imported lazily otherwise."""
+    the pattern compiler's re, imported lazily otherwise, and setproctitle."""
     if any(a[:1] in ("+", "-") and "*" in a for a in argv[1:]):
         import re  # noqa: F401
+    from qtools.lib import proctitle
+    proctitle.load()
 
 
 def main(argv):
     # long-running: ps shows `multilog t /var/log/qmail/smtpd`, as in the seed
     from qtools.lib import proctitle
-    proctitle.from_argv(argv)
+    proctitle.from_argv(argv)           # a no-op if setproctitle cannot be loaded
     os.umask(0o022)
     sig.pipe_default()                  # like the C program: a broken stderr kills it
     try:

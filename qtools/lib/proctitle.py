@@ -12,6 +12,15 @@ import sys
 _mod = None
 
 
+def load():
+    """Load the extension now (a preload hook, before privileges drop);
+    None if it cannot be loaded."""
+    try:
+        return _load()
+    except Exception:                   # e.g. the installation is unreadable after setuid
+        return None
+
+
 def _load():
     global _mod
     if _mod is None:
@@ -42,7 +51,7 @@ def loaded():
 
 
 def set(title):
-    m = _load()
+    m = load()
     if m is not None:
         # argv bytes that are not UTF-8 (surrogate escapes) cannot be passed on
         m.setproctitle(title.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
