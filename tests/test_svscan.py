@@ -66,7 +66,9 @@ def test_wiring(mode, tmp_path, supervise):
         wait_until(lambda: sup(s.pid, "supervise b"), 10, s.p, "b")
         assert cmdline(s.pid) == b"svscan " + str(sv).encode()
         assert fdlink(a, 1).startswith("pipe:")
-        assert cwd(log) == str(sv / "a" / "log") and cwd(a) == str(sv / "a")
+        # a supervise chdirs into its directory just after it starts
+        wait_until(lambda: cwd(log) == str(sv / "a" / "log") and cwd(a) == str(sv / "a"),
+                   10, s.p, "supervise in its directory")
         b = sup(s.pid, "supervise b")
         assert fdlink(b, 1) != fdlink(a, 1)
         # a supervise holds nothing but its own end of the pipe
