@@ -52,16 +52,23 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
                   "multilog t %s/log/smtpd" % d):
         assert title in tree, title
     assert "tcpserver -v -H -R -l 0 -x %s/vpopmail/etc/tcp.smtp.cdb" % d in tree
-    # SMTP answers on the advertised address (rblsmtpd stands in for now)
+    # the seed's relay through port 25: 127. may relay (tcp.smtp), STARTTLS
+    # with the demo's self-signed certificate, the message lands in the queue
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         code, _ = s.ehlo("test")
         assert code == 250
+        assert s.has_extn("starttls")
+        import ssl
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo("test")
+        s.sendmail("user@example.test", ["someone@somewhere.else.net"],
+                   b"Subject: demo\r\n\r\nThis is the msg body.\r\n")
     # qmailctl stat: svstat lines, then qmail-qstat
     st = subprocess.run([str(d / "qmailctl"), "stat"], capture_output=True, text=True,
                         timeout=30).stdout.splitlines()
     assert st[0].startswith("%s/service/qmail-smtpd: up (pid " % d), st
     assert st[1].startswith("%s/service/qmail-smtpd/log: up (pid " % d), st
-    assert st[-2:] == ["messages in queue: 0", "messages in queue but not yet preprocessed: 0"]
+    assert st[-2:] == ["messages in queue: 1", "messages in queue but not yet preprocessed: 1"]
     # the log got tcpserver's lines
     wait_until(lambda: b"tcpserver: end " in (d / "log/smtpd/current").read_bytes(), 10,
                what="tcpserver log lines in multilog")
