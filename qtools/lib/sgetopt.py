@@ -60,3 +60,19 @@ def scan_ulong(s):
         else:
             break
     return v
+
+
+def apply(opts, cfg, table):
+    """Set cfg's attributes from parsed options through a table, as djb's
+    `switch (opt)` blocks do: letter -> (attribute, value) for a flag, or
+    (attribute, convert) for an option with an argument (convert(arg) is
+    stored: str, scan_ulong, ...).  Returns the [(letter, arg)] the table does
+    not cover, in order, for the program's own handling."""
+    left = []
+    for o, a in opts:
+        t = table.get(o)
+        if t is None:
+            left.append((o, a))
+        else:
+            setattr(cfg, t[0], t[1] if a is None else t[1](a))
+    return left

@@ -38,7 +38,7 @@ import os
 import socket
 
 from qtools.lib import fd, pathexec, strerr
-from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
+from qtools.lib.sgetopt import UsageError, apply, getopt, scan_ulong
 
 PROG = "tcpclient"
 USAGE = ("tcpclient [ -hHrRdDqQv ] [ -i localip ] [ -p localport ] [ -T timeoutconn ]"
@@ -98,29 +98,22 @@ def literal_ip4(name):
     return [".".join(map(str, octets[i:i + 4])) for i in range(0, len(octets) - 3, 4)]
 
 
+# djb's option switch as a table (see sgetopt.apply); -T and -i below
+OPTIONS = {
+    "v": ("verbosity", 2), "q": ("verbosity", 0), "Q": ("verbosity", 1),
+    "h": ("remotehost", True), "H": ("remotehost", False),
+    "r": ("remoteinfo", True), "R": ("remoteinfo", False),
+    "d": ("delay", True), "D": ("delay", False),
+    "l": ("forcelocal", str), "t": ("itimeout", scan_ulong),
+    "p": ("localport", lambda a: scan_ulong(a) & 0xFFFF),
+}
+
+
 def parse(argv):
     c = Config()
     opts, rest = getopt(argv, OPTS, PROG)
-    for o, a in opts:
-        if o == "v":
-            c.verbosity = 2
-        elif o == "q":
-            c.verbosity = 0
-        elif o == "Q":
-            c.verbosity = 1
-        elif o == "l":
-            c.forcelocal = a
-        elif o == "H":
-            c.remotehost = False
-        elif o == "h":
-            c.remotehost = True
-        elif o == "R":
-            c.remoteinfo = False
-        elif o == "r":
-            c.remoteinfo = True
-        elif o == "t":
-            c.itimeout = scan_ulong(a)
-        elif o == "T":
+    for o, a in apply(opts, c, OPTIONS):
+        if o == "T":
             # "x+y", "x" (then y = 0), "x+" ...: scan_ulong semantics
             j = 0
             while j < len(a) and "0" <= a[j] <= "9":
@@ -134,12 +127,6 @@ def parse(argv):
             if ip is None:
                 raise UsageError("i")
             c.localip = ip
-        elif o == "p":
-            c.localport = scan_ulong(a) & 0xFFFF
-        elif o == "d":
-            c.delay = True
-        elif o == "D":
-            c.delay = False
     return c, rest
 
 

@@ -36,7 +36,7 @@ import _signal
 import _socket
 
 from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
-from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
+from qtools.lib.sgetopt import UsageError, apply, getopt, scan_ulong
 from qtools.ucspi import rules
 
 PROG = "tcpserver"
@@ -66,61 +66,31 @@ class Config:
     remoteinfo = True
 
 
+# djb's option switch as a table: flags set a value, options with an
+# argument store it converted (see sgetopt.apply)
+OPTIONS = {
+    "b": ("backlog", scan_ulong), "c": ("limit", scan_ulong), "t": ("ident_timeout", scan_ulong),
+    "u": ("uid", scan_ulong), "g": ("gid", scan_ulong), "x": ("rules", str),
+    "l": ("localhost", str), "B": ("banner", os.fsencode),
+    "X": ("allow_norules", True), "1": ("flag1", True), "4": ("ipv4", True),
+    "d": ("nodelay", False), "D": ("nodelay", True),
+    "v": ("verbosity", 2), "q": ("verbosity", 0), "Q": ("verbosity", 1),
+    "p": ("paranoid", True), "P": ("paranoid", False),
+    "o": ("kill_options", False), "O": ("kill_options", True),
+    "h": ("remotehost", True), "H": ("remotehost", False),
+    "r": ("remoteinfo", True), "R": ("remoteinfo", False),
+}
+
+
 def parse(argv):
     c = Config()
     opts, rest = getopt(argv, OPTS, PROG)
-    for o, a in opts:
-        if o == "b":
-            c.backlog = scan_ulong(a)
-        elif o == "c":
-            c.limit = scan_ulong(a)
-        elif o == "X":
-            c.allow_norules = True
-        elif o == "x":
-            c.rules = a
-        elif o == "B":
-            c.banner = a.encode("utf-8", "surrogateescape")
-        elif o == "d":
-            c.nodelay = False
-        elif o == "D":
-            c.nodelay = True
-        elif o == "v":
-            c.verbosity = 2
-        elif o == "q":
-            c.verbosity = 0
-        elif o == "Q":
-            c.verbosity = 1
-        elif o == "P":
-            c.paranoid = False
-        elif o == "p":
-            c.paranoid = True
-        elif o == "o":
-            c.kill_options = False
-        elif o == "O":
-            c.kill_options = True
-        elif o == "H":
-            c.remotehost = False
-        elif o == "h":
-            c.remotehost = True
-        elif o == "R":
-            c.remoteinfo = False
-        elif o == "r":
-            c.remoteinfo = True
-        elif o == "t":
-            c.ident_timeout = scan_ulong(a)
-        elif o == "U":
+    for o, a in apply(opts, c, OPTIONS):
+        if o == "U":                            # -U: $UID and $GID, from envuidgid
             if "UID" in os.environ:
                 c.uid = scan_ulong(os.environ["UID"])
             if "GID" in os.environ:
                 c.gid = scan_ulong(os.environ["GID"])
-        elif o == "u":
-            c.uid = scan_ulong(a)
-        elif o == "g":
-            c.gid = scan_ulong(a)
-        elif o == "1":
-            c.flag1 = True
-        elif o == "l":
-            c.localhost = a
     if len(rest) < 3:
         raise UsageError
     c.host, c.port, c.argv = rest[0], rest[1], rest[2:]
