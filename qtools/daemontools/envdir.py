@@ -42,11 +42,7 @@ def setenv(name, value):
     pathexec.env(name, None)
 
 
-def preload(argv):
-    """pathexec.preload hook: a parent (or setuidgid, before it drops
-    privileges) loads the program this one will run, too."""
-    if len(argv) > 2:
-        pathexec.preload(argv[2:])
+preload = pathexec.chain_preload(2)    # the child's program is preloaded too
 
 
 def main(argv):

@@ -16,11 +16,7 @@ PROG = "pgrphack"
 USAGE = "pgrphack child"
 
 
-def preload(argv):
-    """pathexec.preload hook: a parent (or setuidgid, before it drops
-    privileges) loads the program this one will run, too."""
-    if len(argv) > 1:
-        pathexec.preload(argv[1:])
+preload = pathexec.chain_preload(1)    # the child's program is preloaded too
 
 
 def main(argv):

@@ -21,11 +21,7 @@ PROG = "setuidgid"
 USAGE = "setuidgid account child"
 
 
-def preload(argv):
-    """pathexec.preload hook: a parent (or setuidgid, before it drops
-    privileges) loads the program this one will run, too."""
-    if len(argv) > 2:
-        pathexec.preload(argv[2:])
+preload = pathexec.chain_preload(2)    # the child's program is preloaded too
 
 
 def main(argv):

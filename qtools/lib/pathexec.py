@@ -135,6 +135,16 @@ def rehearse(argv):
         _signal.getsignal(s)
 
 
+def chain_preload(first):
+    """The preload hook of a chain-loading program (`prog ARGS child...`,
+    child at argv[first]): a parent that preloads prog (or setuidgid, before
+    it drops privileges) loads the child's program too."""
+    def hook(argv):
+        if len(argv) > first:
+            preload(argv[first:])
+    return hook
+
+
 def pathexec_run(argv):
     """Exec (or elide into) argv.  Returns only by raising OSError."""
     _apply_env()
@@ -247,3 +257,4 @@ def run_elided(modname, argv, title=None):
         except Exception:
             pass
         os._exit(code)
+
