@@ -145,6 +145,15 @@ def chain_preload(first):
     return hook
 
 
+def chain_rehearse(first):
+    """The rehearse hook of a chain-loading program: the rehearsal is passed
+    on to the child's program."""
+    def hook(argv):
+        if len(argv) > first:
+            rehearse(argv[first:])
+    return hook
+
+
 def pathexec_run(argv):
     """Exec (or elide into) argv.  Returns only by raising OSError."""
     _apply_env()

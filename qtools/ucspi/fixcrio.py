@@ -11,7 +11,7 @@ exits when it sees the end of the program's output.
 Exit codes: 100 usage; 111 unable to create pipes, fork or run the program;
 otherwise the program's.
 """
-from qtools.lib import relay, strerr
+from qtools.lib import pathexec, relay, strerr
 
 PROG = "fixcrio"
 USAGE = "fixcrio program [ arg ... ]"
@@ -54,19 +54,9 @@ class Fixer:
         pass
 
 
-def preload(argv):
-    """pathexec.preload hook: a parent (tcpserver) loads the program this one
-    will run, too."""
-    if len(argv) > 1:
-        from qtools.lib import pathexec
-        pathexec.preload(argv[1:])
-
-
-def rehearse(argv):
-    """pathexec.rehearse hook: pass the rehearsal on to the program."""
-    if len(argv) > 1:
-        from qtools.lib import pathexec
-        pathexec.rehearse(argv[1:])
+# a parent (tcpserver) preloads and rehearses the program this one runs, too
+preload = pathexec.chain_preload(1)
+rehearse = pathexec.chain_rehearse(1)
 
 
 def main(argv):

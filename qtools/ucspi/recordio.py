@@ -24,7 +24,7 @@ otherwise the program's.
 """
 import os
 
-from qtools.lib import relay, strerr
+from qtools.lib import pathexec, relay, strerr
 
 PROG = "recordio"
 USAGE = "recordio program [ arg ... ]"
@@ -73,19 +73,9 @@ class Recorder:
         self.eof(b" > ")
 
 
-def preload(argv):
-    """pathexec.preload hook: a parent (tcpserver) loads the program this one
-    will run, too."""
-    if len(argv) > 1:
-        from qtools.lib import pathexec
-        pathexec.preload(argv[1:])
-
-
-def rehearse(argv):
-    """pathexec.rehearse hook: pass the rehearsal on to the program."""
-    if len(argv) > 1:
-        from qtools.lib import pathexec
-        pathexec.rehearse(argv[1:])
+# a parent (tcpserver) preloads and rehearses the program this one runs, too
+preload = pathexec.chain_preload(1)
+rehearse = pathexec.chain_rehearse(1)
 
 
 def main(argv):
