@@ -154,13 +154,15 @@ def chain_rehearse(first):
     return hook
 
 
-def pathexec_run(argv):
-    """Exec (or elide into) argv.  Returns only by raising OSError."""
+def pathexec_run(argv, file=None):
+    """Exec (or elide into) argv.  Returns only by raising OSError.  As in
+    djb's pathexec_run(file, argv, envp), the program searched for may be
+    named apart from argv[0] (argv0 needs that); by default it is argv[0]."""
     _apply_env()
     elide = elision_enabled()
     saved = None
     restored = False
-    for p in candidates(argv[0]):
+    for p in candidates(argv[0] if file is None else file):
         if elide:
             mod = launcher_module(p)
             if mod:
@@ -180,7 +182,8 @@ def pathexec_run(argv):
                 saved = e
                 if e.errno not in (13, 1, 21):  # EACCES, EPERM, EISDIR
                     raise
-    raise saved if saved else FileNotFoundError(2, "No such file or directory", argv[0])
+    raise saved if saved else FileNotFoundError(2, "No such file or directory",
+                                                argv[0] if file is None else file)
 
 
 _cloexec = None

@@ -13,36 +13,10 @@ passed (Python's execv refuses it): that is reported as an error.
 
 Exit codes: 100 usage; 111 unable to run realname; otherwise realname's.
 """
-import os
-import signal
-
 from qtools.lib import pathexec, strerr
 
 PROG = "argv0"
 USAGE = "argv0 realname program [ arg ... ]"
-
-
-def run(realname, argv):
-    """pathexec_run(file, argv) of ucspi-tcp: the file is searched for, argv
-    is passed unchanged."""
-    elide = pathexec.elision_enabled()
-    saved = None
-    for p in pathexec.candidates(realname):
-        if elide:
-            mod = pathexec.launcher_module(p)
-            if mod:
-                pathexec.run_elided(mod, [p] + list(argv[1:]), title=argv)
-        # Python ignores these; a C program gets the defaults (as pathexec does)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        try:
-            os.execv(p, argv)
-        except OSError as e:
-            if e.errno != 2:                        # ENOENT: keep looking
-                saved = e
-                if e.errno not in (13, 1, 21):      # EACCES, EPERM, EISDIR
-                    raise
-    raise saved if saved else FileNotFoundError(2, "No such file or directory", realname)
 
 
 def preload(argv):
@@ -55,7 +29,7 @@ def main(argv):
     if len(argv) < 3:
         strerr.die_usage(PROG, USAGE)
     try:
-        run(argv[1], argv[2:])
+        pathexec.pathexec_run(argv[2:], file=argv[1])
     except OSError as e:
         strerr.die(111, PROG, "unable to run ", argv[1], ": ", e)
     except ValueError as e:
