@@ -19,6 +19,8 @@ import subprocess
 import threading
 import time
 
+from helpers import sbin
+
 
 def _free_port():
     """A port free for both UDP and TCP on 127.0.0.1 (a small race remains;
@@ -102,7 +104,7 @@ class Dnsmasq:
         conf = self._config(ip, port)
         err = open(os.path.join(self.dir, "dnsmasq.err"), "wb")
         proc = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", "--conf-file=" + conf, "--pid-file=",
+            [sbin("dnsmasq"), "--keep-in-foreground", "--conf-file=" + conf, "--pid-file=",
              "--log-facility=" + os.path.join(self.dir, "dnsmasq.log")],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
         err.close()

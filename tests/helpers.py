@@ -2,13 +2,26 @@
 wait_until() polls a readiness condition with a hard deadline and fails fast
 when the process died."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
 QBIN = os.path.dirname(os.path.abspath(sys.executable))
 CBIN = "/usr/bin"
+
+
+# tests that change uids, mount file systems or bind port 53 need root; as a
+# normal user (the README's test command works for one) they are skipped
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def sbin(name):
+    """A system program that may live in /usr/sbin (not on a user's PATH)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or name
 
 
 def qbin(name):

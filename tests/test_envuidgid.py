@@ -1,5 +1,6 @@
 """envuidgid: usage, UID/GID for root and nobody, errors, identical to
 Debian's C envuidgid; a chain into setuidgid/envdir in both elision modes."""
+import os
 import pwd
 
 import pytest
@@ -27,7 +28,7 @@ def test_nobody(env, cbin):
     nobody = pwd.getpwnam("nobody")
     q, c = both("envuidgid", ["nobody", "sh", "-c", 'echo "$UID $GID"; id -u'], cbin,
                 dict(env, UID="x", GID="y"), cwd="/")
-    assert q == c == (0, b"%d %d\n0\n" % (nobody.pw_uid, nobody.pw_gid), b"")
+    assert q == c == (0, b"%d %d\n%d\n" % (nobody.pw_uid, nobody.pw_gid, os.getuid()), b"")
 
 
 def test_chain(env, tmp_path):

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from dtools import both, run
-from helpers import qbin
+from helpers import needs_root, qbin
 
 USAGE = b"setuidgid: usage: setuidgid account child\n"
 
@@ -20,15 +20,17 @@ USAGE = b"setuidgid: usage: setuidgid account child\n"
     ([], b"", USAGE, 100),
     (["nobody"], b"", USAGE, 100),
     (["nosuchuser_q", "true"], b"", b"setuidgid: fatal: unknown account nosuchuser_q\n", 111),
-    (["nobody", "./nonexistent"], b"",
-     b"setuidgid: fatal: unable to run ./nonexistent: file does not exist\n", 111),
-    (["nobody", "sh", "-c", "exit 3"], b"", b"", 3),
+    pytest.param(["nobody", "./nonexistent"], b"",
+                 b"setuidgid: fatal: unable to run ./nonexistent: file does not exist\n", 111,
+                 marks=needs_root),
+    pytest.param(["nobody", "sh", "-c", "exit 3"], b"", b"", 3, marks=needs_root),
 ])
 def test_usage_and_errors(env, cbin, args, out, err, code):
     q, c = both("setuidgid", args, cbin, env, cwd="/")
     assert q == c == (code, out, err)
 
 
+@needs_root
 def test_ids(env, cbin):
     """uid, gid and supplementary groups are nobody's, like C setuidgid."""
     nobody = pwd.getpwnam("nobody")
@@ -58,6 +60,7 @@ def nobody_can_run_python():
         capture_output=True, cwd="/").returncode == 0
 
 
+@needs_root
 def test_multilog_as_nobody(mode, env, tmp_path):
     """setuidgid nobody multilog t ./L: the logdir belongs to nobody.  With exec
     elision the multilog module is loaded before the ids change."""
