@@ -333,3 +333,16 @@ def test_crashing_log_run_is_reported(mode, tmp_path):
         # the service is still there, blocked on the full pipe, not killed
         st = open(str(sv / "a" / "supervise" / "status"), "rb").read()
         assert int.from_bytes(st[12:16], "little") != 0
+
+
+def test_sticky_dir_means_logged(mode, tmp_path):
+    """daemontools 0.70 semantics, kept by 0.76-compatible svscan: a sticky
+    service directory gets its log pair even before log/ is looked at."""
+    sv = tmp_path / "sv"
+    service(sv / "s", log="exec cat > out\n", run="exec 2>&1\necho sticky\nexec sleep 100\n")
+    os.chmod(sv / "s", 0o1755)
+    env = svscan_env(mode, "q")
+    with Proc([qbin("svscan"), str(sv)], env=env, errpath=str(tmp_path / "err")) as s:
+        wait_until(lambda: log_pair(s.pid, "s"), 10, s.p, "s and its log")
+        out = sv / "s" / "log" / "out"
+        wait_until(lambda: out.exists() and out.read_text() == "sticky\n", 10, s.p, "logged")

@@ -5,7 +5,8 @@ usage: svscan [ dir ]
 svscan switches to DIR (if given) and every 5 seconds scans it: for each
 subdirectory NAME (names starting with `.` are skipped; symlinks are
 followed; at most 1000) it starts `supervise NAME` unless one it started is
-still running.  If NAME/log exists it also starts `supervise log` with NAME as
+still running.  If NAME/log exists (or, as in daemontools 0.70 and below, NAME
+is sticky) it also starts `supervise log` with NAME as
 working directory, and creates one pipe for the pair: the service's stdout
 (fd 1) is its write end, the logger's stdin (fd 0) its read end.  svscan keeps
 both ends open for the life of the entry, so a restarted logger finds the
@@ -194,6 +195,9 @@ class Svscan:
                     if err.errno != errno.ENOENT:
                         strerr.warn(PROG, "unable to stat ", fn, "/log: ", err)
                         return
+                    # daemontools 0.70 and below: a sticky service directory
+                    # has a log service (its log/ then had better exist)
+                    e.flaglog = bool(st.st_mode & stat.S_ISVTX)
             if e.flaglog:
                 try:
                     e.pi = os.pipe()        # close-on-exec (PEP 446), like coe()
