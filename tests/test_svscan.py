@@ -336,13 +336,17 @@ def test_crashing_log_run_is_reported(mode, tmp_path):
 
 
 def test_sticky_dir_means_logged(mode, tmp_path):
-    """daemontools 0.70 semantics, kept by 0.76-compatible svscan: a sticky
-    service directory gets its log pair even before log/ is looked at."""
+    """daemontools 0.70 semantics, kept: a sticky service directory gets a log
+    supervise even without log/ (which then fails, loudly); a plain one does
+    not."""
     sv = tmp_path / "sv"
-    service(sv / "s", log="exec cat > out\n", run="exec 2>&1\necho sticky\nexec sleep 100\n")
-    os.chmod(sv / "s", 0o1755)
+    service(sv / "sticky", run="exec sleep 100\n")
+    service(sv / "plain", run="exec sleep 100\n")
+    os.chmod(sv / "sticky", 0o1755)
     env = svscan_env(mode, "q")
     with Proc([qbin("svscan"), str(sv)], env=env, errpath=str(tmp_path / "err")) as s:
-        wait_until(lambda: log_pair(s.pid, "s"), 10, s.p, "s and its log")
-        out = sv / "s" / "log" / "out"
-        wait_until(lambda: out.exists() and out.read_text() == "sticky\n", 10, s.p, "logged")
+        wait_until(lambda: b"unable to chdir to log" in s.err(), 10, s.p, "log supervise")
+        wait_until(lambda: sup(s.pid, "supervise plain"), 10, s.p, "plain")
+        err = s.err().decode()
+        assert "supervise: fatal: unable to chdir to log: file does not exist" in err
+        assert not log_pair(s.pid, "plain")          # not sticky, no log/: no logger
