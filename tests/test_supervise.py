@@ -147,8 +147,9 @@ def test_crash_loop_rate(env, tmp_path):
 
 def test_kill9_supervise_then_new_supervise(env, tmp_path):
     """supervise killed: ./run keeps running as an orphan (as with C); a new
-    supervise takes the lock over and starts a second ./run."""
-    d = service(tmp_path / "s")
+    supervise takes over cleanly: it stops the orphan (found through the
+    status file and its working directory), says so, and starts one ./run."""
+    d = service(tmp_path / "s", run="trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n")
     sv = start_supervise(d, env)
     try:
         p1 = wait_pid(d, proc=sv.p)[2]
@@ -159,10 +160,13 @@ def test_kill9_supervise_then_new_supervise(env, tmp_path):
         code, out, _ = run([qbin("svstat"), d], env=env)
         assert out == b"%s: supervise not running\n" % d.encode()
         assert run([qbin("svok"), d], env=env)[0] == 100
-        sv2 = start_supervise(d, env)
+        sv2 = start_supervise(d, env, errpath=str(tmp_path / "err2"))
         try:
             p2 = wait_pid(d, lambda p: p not in (0, p1), proc=sv2.p)[2]
-            assert alive(p1) and alive(p2)
+            wait_until(lambda: not alive(p1), 5, what="orphan stopped")
+            assert alive(p2)
+            assert (b"supervise: warning: %s: stopping ./run (pid %d) left running by a "
+                    b"previous supervise" % (d.encode(), p1)) in sv2.err()
         finally:
             sv2.__exit__()
     finally:

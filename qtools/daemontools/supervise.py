@@ -37,8 +37,11 @@ seconds of its start twice in a row and is to be restarted, supervise says so on
 every second`.  Under svscanboot that shows in readproctitle's title, so a
 crashing log/run that leaves its service blocked on a full pipe is visible.
 
-Killing supervise leaves ./run running (no SIGTERM handler, as in C); a new
-supervise on the same DIR starts a second ./run.  A fork failure is reported as
+Killing supervise leaves ./run running (no SIGTERM handler, as in C).  qtools:
+a new supervise on the same DIR finds that ./run through the pid in the
+status file (it must still work in DIR) and stops it (TERM+CONT, KILL after 5
+seconds) before starting its own, with a warning, where C would run a second
+copy beside it.  A fork failure is reported as
 `supervise: warning: unable to fork for DIR, sleeping 60 seconds: ERR` and the
 start is retried (Debian patch).  The process title is `supervise DIR`.
 
@@ -415,6 +418,8 @@ def main(argv):
     except OSError as e:
         strerr.die(111, PROG, "unable to acquire ", d, "/supervise/lock: ", e)
 
+    stop_orphan(d)
+
     mkfifo("supervise/control")
     sv.fdcontrol = open_fifo(d, "supervise/control", os.O_RDONLY, "read")
     # a writer of our own, so the reader never sees EOF
@@ -431,6 +436,49 @@ def main(argv):
     sv.doit()
     sv.announce()
     return 0                # fdlock, fdcontrolwrite and fdok stay open until _exit
+
+
+def stop_orphan(d):
+    """qtools: ./run of a supervise that was killed (kill -9) keeps running.
+    C supervise then starts a second copy beside it (a tcpserver that cannot
+    bind its port, say, restarting every second).  The status file left by
+    the old supervise names that pid: if it still runs with this service
+    directory as its working directory, it is stopped first (TERM and CONT,
+    KILL after 5 seconds), so the new supervise takes over cleanly."""
+    try:
+        with open("supervise/status", "rb") as f:
+            st = f.read(18)
+    except OSError:
+        return
+    if len(st) < 18:
+        return
+    pid = struct.unpack("<L", st[12:16])[0]
+    here = os.getcwd()
+    if not pid or pid == os.getpid() or not runs_in(pid, here):
+        return
+    strerr.warn(PROG, d, ": stopping ./run (pid ", str(pid),
+                ") left running by a previous supervise")
+    for signum, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        kill(pid, signum)
+        if signum == signal.SIGTERM:
+            kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + wait
+        while runs_in(pid, here) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not runs_in(pid, here):
+            return
+
+
+def runs_in(pid, here):
+    """True if pid is a live (not zombie) process working in directory here."""
+    try:
+        if os.readlink("/proc/%d/cwd" % pid) != here:
+            return False
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def mkfifo(name):
