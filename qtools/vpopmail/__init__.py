@@ -1,0 +1,1 @@
+"""vpopmail: virtual domains for qmail (vchkpw, the user store, the tools)."""

@@ -1,0 +1,261 @@
+"""store_cdb - vpopmail's default (cdb) user store, file for file.
+
+Per domain directory (from users/cdb): `vpasswd`, one line per user, sorted
+by name, `name:crypted:apop:flags:gecos:dir:quota[:clear]`; `vpasswd.cdb`
+with key = name and value = the rest of the line (rebuilt from vpasswd after
+each change: vpasswd.cdb.tmp, fsync, rename); `vpasswd.lock`, the fcntl
+lock writers hold.  Lookups read vpasswd.cdb only (vpasswd when the cdb is
+missing).  Last authentication: `<userdir>/lastauth` holds the IP, its mtime
+the time (vcdb.c set_lastauth).  Domain limits are the files of
+store.file_limits().
+"""
+import errno
+import os
+
+from qtools.vpopmail import store as S
+from qtools.vpopmail.store import TempFail, StoreError, User
+
+VPASSWD = "vpasswd"
+VPASSWD_CDB = "vpasswd.cdb"
+VPASSWD_CDB_TMP = "vpasswd.cdb.tmp"
+VPASSWD_LOCK = "vpasswd.lock"
+
+
+def parse_line(name, rest):
+    """A User from the name and the text after its first ':'."""
+    f = rest.split(":", 6)
+    f += [""] * (7 - len(f))
+    return User(name, f[0], S._atoi(S._encode(f[1])), S._atoi(S._encode(f[2])), f[3], f[4],
+                f[5], f[6])
+
+
+def format_line(pw, clear):
+    line = "%s:%s:%d:%d:%s:%s:%s" % (pw.name, pw.passwd, pw.uid, pw.gid, pw.gecos, pw.dir,
+                                     pw.shell)
+    if clear:
+        line += ":" + pw.clear
+    return line
+
+
+def _strip_colons(s):
+    return s.replace(":", "")                      # vcdb_strip_char
+
+
+class CdbStore(S.Store):
+    name = "cdb"
+
+    def _domdir(self, domain):
+        a = S.get_assign(domain)
+        return a.dir if a else None
+
+    # -- reads
+    def getpw(self, user, domain):
+        from qtools.lib import cdb
+        d = self._domdir(domain)
+        if d is None:
+            return None
+        key = S._encode(user)
+        try:
+            r = cdb.reader(os.path.join(d, VPASSWD_CDB))
+        except FileNotFoundError:
+            for pw in self._lines(d):              # no index yet: the text file
+                if pw.name == user:
+                    return self.setflags(pw, domain)
+            return None
+        except OSError as e:
+            raise TempFail("unable to read %s/%s: %s" % (d, VPASSWD_CDB, e))
+        try:
+            v = r.get(key)
+        except OSError as e:
+            raise TempFail("unable to read %s/%s: %s" % (d, VPASSWD_CDB, e))
+        finally:
+            r.close()
+        if v is None:
+            return None
+        return self.setflags(parse_line(user, S._decode(v)), domain)
+
+    def _lines(self, d):
+        try:
+            with open(os.path.join(d, VPASSWD), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise TempFail("unable to read %s/%s: %s" % (d, VPASSWD, e))
+        out = []
+        for line in data.split(b"\n"):
+            if line.count(b":") < 6:
+                continue                            # vgetent skips short lines
+            name, rest = S._decode(line).split(":", 1)
+            out.append(parse_line(name, rest))
+        return out
+
+    def getall(self, domain):
+        d = self._domdir(domain)
+        if d is None:
+            return []
+        lim = self.get_limits(domain)
+        out = self._lines(d)
+        for pw in out:
+            pw.flags = pw.gid if pw.gid & S.V_OVERRIDE else pw.gid | lim.flag_mask()
+        return out
+
+    # -- writes: lock, rewrite vpasswd, rebuild vpasswd.cdb
+    def _rewrite(self, domain, edit):
+        """edit(list of raw lines) -> new list; then vpasswd and its cdb are
+        replaced atomically under vpasswd.lock."""
+        import fcntl
+        a = S.get_assign(domain)
+        if a is None:
+            raise StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+        d = a.dir
+        old = os.umask(0o077)
+        try:
+            lock = os.open(os.path.join(d, VPASSWD_LOCK), os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as e:
+            os.umask(old)
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to open %s/%s: %s"
+                             % (d, VPASSWD_LOCK, e))
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+            try:
+                with open(os.path.join(d, VPASSWD), "rb") as f:
+                    lines = [x for x in f.read().split(b"\n") if x]
+            except FileNotFoundError:
+                lines = []
+            lines = edit(lines)
+            tmp = os.path.join(d, "vpasswd.bak.%d" % os.getpid())
+            _write_file(tmp, b"".join(x + b"\n" for x in lines))
+            os.rename(tmp, os.path.join(d, VPASSWD))
+            make_vpasswd_cdb(d, lines)
+            _fsync_dir(d)
+            for n in (VPASSWD, VPASSWD_CDB, VPASSWD_LOCK):
+                _chown(os.path.join(d, n), a.uid, a.gid)
+        except OSError as e:
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to update %s/%s: %s"
+                             % (d, VPASSWD, e))
+        finally:
+            os.close(lock)
+            os.umask(old)
+
+    def adduser(self, user, domain, crypted, clear, gecos, dir, apop=S.USE_POP):
+        if user == "vpasswd":                       # do not trod on the vpasswd file
+            raise StoreError(S.VA_ILLEGAL_USERNAME)
+        pw = User(user, crypted, 1 if apop == S.USE_POP else 2, 0,
+                  _strip_colons(gecos or user), dir, "NOQUOTA", clear)
+        line = S._encode(format_line(pw, S.clear_passwords()))
+        key = S._encode(user)
+
+        def edit(lines):
+            out, added = [], False
+            for x in lines:
+                name = x.split(b":", 1)[0]
+                if name == key:
+                    raise StoreError(S.VA_USERNAME_EXISTS)
+                if not added and key < name:
+                    out.append(line)
+                    added = True
+                out.append(x)
+            if not added:
+                out.append(line)
+            return out
+        self._rewrite(domain, edit)
+
+    def setpw(self, pw, domain):
+        pw.gecos = _strip_colons(pw.gecos)
+        keep_clear = S.clear_passwords()
+        line = S._encode(format_line(pw, keep_clear))
+        key = S._encode(pw.name)
+        found = []
+
+        def edit(lines):
+            out = []
+            for x in lines:
+                if x.split(b":", 1)[0] == key:
+                    out.append(line)
+                    found.append(1)
+                else:
+                    out.append(x)
+            return out
+        self._rewrite(domain, edit)
+        if not found:
+            raise StoreError(S.VA_USER_DOES_NOT_EXIST)
+        if pw.shell.upper() == "NOQUOTA":
+            try:
+                os.unlink(os.path.join(pw.dir, "Maildir", "maildirsize"))
+            except OSError:
+                pass
+
+    def deluser(self, user, domain):
+        key = S._encode(user)
+        self._rewrite(domain, lambda lines: [x for x in lines if x.split(b":", 1)[0] != key])
+
+    # -- lastauth: a file in the user's directory
+    def set_lastauth(self, pw, domain, ip):
+        if not pw.dir:
+            return
+        path = os.path.join(pw.dir, "lastauth")
+        try:
+            _write_file(path, S._encode(ip), sync=False)
+            a = S.get_assign(domain)
+            if a:
+                _chown(path, a.uid, a.gid)
+        except OSError as e:
+            raise TempFail("unable to write %s: %s" % (path, e))
+
+    def get_lastauth(self, pw, domain):
+        path = os.path.join(pw.dir, "lastauth")
+        try:
+            with open(path, "rb") as f:
+                ip = S._decode(f.read(300).split(b"\n")[0])
+                t = int(os.fstat(f.fileno()).st_mtime)
+        except OSError:
+            return 0, None
+        return t, ip
+
+
+def make_vpasswd_cdb(d, lines=None):
+    """vpasswd.cdb from vpasswd's lines: key name, value the rest of the
+    line, in file order (make_vpasswd_cdb in vcdb.c); tmp, fsync, rename."""
+    from qtools.lib import cdb
+    if lines is None:
+        with open(os.path.join(d, VPASSWD), "rb") as f:
+            lines = [x for x in f.read().split(b"\n") if x]
+    tmp = os.path.join(d, VPASSWD_CDB_TMP)
+    m = cdb.make(tmp)
+    for x in lines:
+        i = x.find(b":")
+        if i < 0:
+            continue
+        m.add(x[:i], x[i + 1:])
+    m.finish()
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, os.path.join(d, VPASSWD_CDB))
+
+
+def _write_file(path, data, sync=True, mode=0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(d):
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _chown(path, uid, gid):
+    try:
+        os.chown(path, uid, gid)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EINVAL):
+            raise

@@ -1,0 +1,398 @@
+"""store_mysql - vpopmail's MySQL/MariaDB schema, as vmysql.c uses it.
+
+Configuration: $VPOPMAILHOME/etc/vpopmail.mysql, `#` comments allowed,
+first line `host|port|user|password|database` for reading, an optional
+second line of the same form for updates.  Port 0 means 3306; host
+`localhost` means the server's Unix socket ($MYSQL_UNIX_PORT, default
+/run/mysqld/mysqld.sock) as libmysqlclient does; a host starting with `/` is
+a socket path (qtools).
+
+Tables: the default build (MANY_DOMAINS) keeps every user in `vpopmail`
+(pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell,
+pw_clear_passwd); with $VPOPMAIL_MANY_DOMAINS=0 each domain has its own
+table, named after the domain with '.' and '-' as '_'.  `lastauth` (user,
+domain, remote_ip, timestamp) records logins; `limits` (ENABLE_MYSQL_LIMITS)
+holds domain limits, and when it is missing or has no row for the domain
+the limit files of store.file_limits() are read.  A missing pw_clear_passwd
+column (a build without CLEAR_PASS) is tolerated.
+
+Driver: MySQLdb (mysqlclient) if importable, else PyMySQL, always with
+connect/read/write timeouts ($QTOOLS_MYSQL_TIMEOUT seconds, default 5), so a
+hung server is a TempFail, never a hang.  Any server or connection error is
+TempFail, except "table does not exist" on reads, which means no such user.
+"""
+import os
+import time
+
+from qtools.vpopmail import store as S
+from qtools.vpopmail.store import TempFail, StoreError, User
+
+ER_NO_SUCH_TABLE = 1146
+ER_BAD_FIELD = 1054
+ER_DUP_ENTRY = 1062
+
+TABLE_LAYOUT = (
+    "pw_name VARCHAR(64) NOT NULL, pw_domain VARCHAR(96) NOT NULL, "
+    "pw_passwd VARCHAR(128), pw_uid INT, pw_gid INT, pw_gecos VARCHAR(64), "
+    "pw_dir VARCHAR(160), pw_shell VARCHAR(20), pw_clear_passwd VARCHAR(128), "
+    "PRIMARY KEY (pw_name, pw_domain)")
+TABLE_LAYOUT_SMALL = (
+    "pw_name VARCHAR(64) NOT NULL, pw_passwd VARCHAR(128), pw_uid INT, pw_gid INT, "
+    "pw_gecos VARCHAR(64), pw_dir VARCHAR(160), pw_shell VARCHAR(20), "
+    "pw_clear_passwd VARCHAR(128), PRIMARY KEY (pw_name)")
+LASTAUTH_LAYOUT = (
+    "user VARCHAR(32) NOT NULL, domain VARCHAR(96) NOT NULL, "
+    "remote_ip VARCHAR(39) NOT NULL, timestamp INT DEFAULT 0 NOT NULL, "
+    "PRIMARY KEY (user, domain)")
+LIMIT_COLUMNS = (
+    "maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
+    "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
+    "disable_imap", "disable_dialup", "disable_passwordchanging", "disable_webmail",
+    "disable_relay", "disable_smtp", "disable_spamassassin", "delete_spam",
+    "disable_maildrop")
+
+_driver = None
+
+
+def driver():
+    """The DB-API module: MySQLdb if installed, else PyMySQL."""
+    global _driver
+    if _driver is None:
+        try:
+            import MySQLdb as db
+        except ImportError:
+            try:
+                import pymysql as db
+            except ImportError as e:
+                raise TempFail("no MySQL driver (install PyMySQL): %s" % e)
+        _driver = db
+    return _driver
+
+
+def config_path():
+    return os.path.join(S.vpopmailhome(), "etc", "vpopmail.mysql")
+
+
+def read_config():
+    """[(host, port, user, password, database)] for reading and updating."""
+    path = config_path()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(65536)
+    except OSError as e:
+        raise TempFail("unable to read %s: %s" % (path, e))
+    out = []
+    for line in data.split(b"\n"):
+        line = S._decode(line).strip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        f = line.split("|")
+        if len(f) < 5:
+            raise StoreError(S.VA_PARSE_ERROR)
+        out.append((f[0].strip(), S._atoi(S._encode(f[1])), f[2].strip(), f[3],
+                    f[4].strip()))
+        if len(out) == 2:
+            break
+    if not out:
+        raise StoreError(S.VA_PARSE_ERROR)
+    return out
+
+
+def timeout():
+    try:
+        t = float(os.environ.get("QTOOLS_MYSQL_TIMEOUT", "5"))
+    except ValueError:
+        t = 5.0
+    return max(1, int(t + 0.999))
+
+
+def munch_domain(domain):
+    return "".join("_" if c in ".-" else c for c in domain)
+
+
+class MysqlStore(S.Store):
+    name = "mysql"
+
+    def __init__(self, config=None):
+        self.config = config or read_config()
+        self.many = os.environ.get("VPOPMAIL_MANY_DOMAINS", "1") != "0"
+        self.conns = [None, None]
+        self.has_clear = True
+        self.has_limits = True
+
+    # -- connection
+    def _connect(self, cfg):
+        db = driver()
+        host, port, user, password, database = cfg
+        t = timeout()
+        kw = dict(user=user, connect_timeout=t, read_timeout=t, write_timeout=t,
+                  charset="utf8mb4", autocommit=True)
+        if host.startswith("/"):
+            kw["unix_socket"] = host
+        elif host in ("", "localhost"):
+            kw["unix_socket"] = os.environ.get("MYSQL_UNIX_PORT") or "/run/mysqld/mysqld.sock"
+        else:
+            kw["host"] = host
+            kw["port"] = port or 3306
+        if db.__name__ == "MySQLdb":
+            kw.update(passwd=password, db=database)
+        else:
+            kw.update(password=password, database=database)
+        try:
+            return db.connect(**kw)
+        except db.Error as e:
+            raise TempFail("unable to connect to MySQL: %s" % _errtext(e))
+
+    def _conn(self, update):
+        i = 1 if update and len(self.config) > 1 else 0
+        if self.conns[i] is None:
+            self.conns[i] = self._connect(self.config[i])
+        return self.conns[i]
+
+    def _run(self, sql, args=(), update=False, fetch=True):
+        """Run one statement; TempFail on any failure but a missing table,
+        which comes back as the driver's exception for the caller."""
+        db = driver()
+        conn = self._conn(update)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, args)
+                return cur.fetchall() if fetch else cur.rowcount
+            finally:
+                cur.close()
+        except db.ProgrammingError as e:
+            if _code(e) in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
+                raise
+            raise TempFail("MySQL: %s" % _errtext(e))
+        except db.IntegrityError as e:
+            if _code(e) == ER_DUP_ENTRY:
+                raise StoreError(S.VA_USERNAME_EXISTS)
+            raise TempFail("MySQL: %s" % _errtext(e))
+        except db.Error as e:
+            self._drop(conn)
+            raise TempFail("MySQL: %s" % _errtext(e))
+
+    def _drop(self, conn):
+        for i, c in enumerate(self.conns):
+            if c is conn:
+                self.conns[i] = None
+        try:
+            conn.close()
+        except Exception:                           # noqa: BLE001 - already dead
+            pass
+
+    def close(self):
+        for c in set(x for x in self.conns if x is not None):
+            self._drop(c)
+
+    # -- tables
+    def _table(self, domain):
+        return "vpopmail" if self.many else munch_domain(domain)
+
+    def _where(self, domain):
+        return ("pw_name = %s AND pw_domain = %s", (domain,)) if self.many \
+            else ("pw_name = %s", ())
+
+    def create_tables(self, domain):
+        t = self._table(domain)
+        layout = TABLE_LAYOUT if self.many else TABLE_LAYOUT_SMALL
+        self._run("CREATE TABLE IF NOT EXISTS `%s` ( %s )" % (t, layout), update=True,
+                  fetch=False)
+        self._run("CREATE TABLE IF NOT EXISTS `lastauth` ( %s )" % LASTAUTH_LAYOUT,
+                  update=True, fetch=False)
+
+    def _select_cols(self):
+        cols = "pw_name, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell"
+        return cols + (", pw_clear_passwd" if self.has_clear else "")
+
+    def _select(self, sql_tail, args, update=False):
+        db = driver()
+        while True:
+            try:
+                return self._run("SELECT %s FROM %s" % (self._select_cols(), sql_tail), args,
+                                 update=update)
+            except db.ProgrammingError as e:
+                if _code(e) == ER_BAD_FIELD and self.has_clear:
+                    self.has_clear = False          # built without CLEAR_PASS
+                    continue
+                if _code(e) == ER_NO_SUCH_TABLE:
+                    return []
+                raise TempFail("MySQL: %s" % _errtext(e))
+
+    @staticmethod
+    def _user(row):
+        r = ["" if v is None else v for v in row]
+        return User(_s(r[0]), _s(r[1]), _int(r[2]), _int(r[3]), _s(r[4]), _s(r[5]),
+                    _s(r[6]) or "NOQUOTA", _s(r[7]) if len(r) > 7 else "")
+
+    # -- the interface
+    def getpw(self, user, domain):
+        cond, extra = self._where(domain)
+        rows = self._select("`%s` WHERE %s" % (self._table(domain), cond), (user,) + extra)
+        if not rows:
+            return None
+        return self.setflags(self._user(rows[0]), domain)
+
+    def getall(self, domain):
+        tail = "`%s`" % self._table(domain)
+        args = ()
+        if self.many:
+            tail += " WHERE pw_domain = %s"
+            args = (domain,)
+        rows = self._select(tail + " ORDER BY pw_name", args)
+        lim = self.get_limits(domain)
+        out = []
+        for row in rows:
+            pw = self._user(row)
+            pw.flags = pw.gid if pw.gid & S.V_OVERRIDE else pw.gid | lim.flag_mask()
+            out.append(pw)
+        return out
+
+    def _write(self, sql, args, domain):
+        """An update; a missing table is created once (vmysql.c does the
+        same on its first insert)."""
+        db = driver()
+        try:
+            return self._run(sql, args, update=True, fetch=False)
+        except db.ProgrammingError as e:
+            if _code(e) == ER_NO_SUCH_TABLE:
+                self.create_tables(domain)
+                return self._run(sql, args, update=True, fetch=False)
+            if _code(e) == ER_BAD_FIELD and self.has_clear:
+                self.has_clear = False
+                raise _Retry()
+            raise TempFail("MySQL: %s" % _errtext(e))
+
+    def adduser(self, user, domain, crypted, clear, gecos, dir, apop=S.USE_POP):
+        if not S.clear_passwords():
+            clear = ""
+        while True:
+            cols = ["pw_name"] + (["pw_domain"] if self.many else []) + [
+                "pw_passwd", "pw_uid", "pw_gid", "pw_gecos", "pw_dir", "pw_shell"]
+            vals = [user] + ([domain] if self.many else []) + [
+                crypted, apop, 0, gecos or user, dir, "NOQUOTA"]
+            if self.has_clear:
+                cols.append("pw_clear_passwd")
+                vals.append(clear)
+            sql = "INSERT INTO `%s` (%s) VALUES (%s)" % (
+                self._table(domain), ", ".join(cols), ", ".join(["%s"] * len(vals)))
+            try:
+                self._write(sql, tuple(vals), domain)
+                return
+            except _Retry:
+                continue
+
+    def setpw(self, pw, domain):
+        cond, extra = self._where(domain)
+        while True:
+            sets = "pw_passwd = %s, pw_uid = %s, pw_gid = %s, pw_gecos = %s, pw_dir = %s, " \
+                   "pw_shell = %s"
+            vals = [pw.passwd, pw.uid, pw.gid, pw.gecos, pw.dir, pw.shell]
+            if self.has_clear:
+                sets += ", pw_clear_passwd = %s"
+                vals.append(pw.clear if S.clear_passwords() else "")
+            sql = "UPDATE `%s` SET %s WHERE %s" % (self._table(domain), sets, cond)
+            try:
+                self._write(sql, tuple(vals) + (pw.name,) + extra, domain)
+                break
+            except _Retry:
+                continue
+        if pw.shell.upper() == "NOQUOTA":
+            try:
+                os.unlink(os.path.join(pw.dir, "Maildir", "maildirsize"))
+            except OSError:
+                pass
+
+    def deluser(self, user, domain):
+        cond, extra = self._where(domain)
+        self._write("DELETE FROM `%s` WHERE %s" % (self._table(domain), cond),
+                    (user,) + extra, domain)
+        self._quiet("DELETE FROM `lastauth` WHERE user = %s AND domain = %s", (user, domain))
+
+    def _quiet(self, sql, args):
+        """A write to an optional table: a missing table is fine."""
+        db = driver()
+        try:
+            self._run(sql, args, update=True, fetch=False)
+        except db.ProgrammingError as e:
+            if _code(e) != ER_NO_SUCH_TABLE:
+                raise TempFail("MySQL: %s" % _errtext(e))
+
+    def adddomain(self, domain):
+        self.create_tables(domain)
+
+    def deldomain(self, domain):
+        if self.many:
+            self._quiet("DELETE FROM `vpopmail` WHERE pw_domain = %s", (domain,))
+        else:
+            self._run("DROP TABLE IF EXISTS `%s`" % self._table(domain), update=True,
+                      fetch=False)
+        self._quiet("DELETE FROM `lastauth` WHERE domain = %s", (domain,))
+        self.del_limits(domain)
+
+    def set_lastauth(self, pw, domain, ip):
+        self._write("REPLACE INTO `lastauth` (user, domain, remote_ip, timestamp) "
+                    "VALUES (%s, %s, %s, %s)", (pw.name, domain, ip, int(time.time())), domain)
+
+    def get_lastauth(self, pw, domain):
+        db = driver()
+        try:
+            rows = self._run("SELECT timestamp, remote_ip FROM `lastauth` WHERE user = %s "
+                             "AND domain = %s", (pw.name, domain))
+        except db.ProgrammingError:
+            return 0, None
+        if not rows:
+            return 0, None
+        return _int(rows[0][0]), _s(rows[0][1])
+
+    def get_limits(self, domain):
+        db = driver()
+        if self.has_limits:
+            try:
+                rows = self._run("SELECT %s FROM `limits` WHERE domain = %s"
+                                 % (", ".join(LIMIT_COLUMNS), "%s"), (domain,))
+            except db.ProgrammingError as e:
+                if _code(e) not in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
+                    raise TempFail("MySQL: %s" % _errtext(e))
+                self.has_limits = False
+                rows = []
+            if rows:
+                lim = S.Limits()
+                for k, v in zip(LIMIT_COLUMNS, rows[0]):
+                    lim.values[k] = _int(v)
+                return lim
+        return S.file_limits(domain)
+
+    def del_limits(self, domain):
+        self._quiet("DELETE FROM `limits` WHERE domain = %s", (domain,))
+        S.Store.del_limits(self, domain)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _code(e):
+    try:
+        return int(e.args[0])
+    except (IndexError, TypeError, ValueError):
+        return 0
+
+
+def _errtext(e):
+    text = " ".join(str(a) for a in e.args) or type(e).__name__
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+
+
+def _s(v):
+    if isinstance(v, bytes):
+        return S._decode(v)
+    return "" if v is None else str(v)
+
+
+def _int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,42 @@
+"""vdeluser - delete a user from a virtual domain.
+
+usage: vdeluser [options] email_address
+
+Removes the user from the store, then its directory (only when it lies
+inside the domain's directory; anything else is refused with
+`Error: could not remove <dir>`).  The domain's catch-all user (named in
+.qmail-default) is not deleted: `Error: can't delete catchall account`.
+-v prints the version.
+Exit codes: 0 ok, 100 usage, vpopmail's code modulo 256 after
+`Error: <text>` (246 `Error: User does not exist`, 245 `Error: Domain does
+not exist`), 111 store down.
+"""
+from qtools.vpopmail import admin, tool, store as S
+
+PROG = "vdeluser"
+USAGE = "vdeluser [options] email_address"
+DOC = """
+Usage:
+  vdeluser [-v] [--] <email>
+
+Options:
+  -v  version
+"""
+
+
+def main(argv):
+    a = tool.parse(DOC, argv, PROG, USAGE)
+    if a["-v"]:
+        print("version: %s" % tool.version())
+    st = tool.store()
+
+    def work():
+        user, domain = S.parse_email(a["<email>"])
+        if not domain:
+            tool.fail(S.VA_DOMAIN_DOES_NOT_EXIST)
+        admin.vdeluser(st, user, domain)
+        return 0
+    try:
+        return tool.run(PROG, work)
+    finally:
+        st.close()
