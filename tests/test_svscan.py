@@ -120,7 +120,9 @@ def test_new_dir_killed_supervise_and_same_pipe(mode, tmp_path):
         os.kill(s.pid, signal.SIGHUP)
         a2, log2 = wait_until(lambda: log_pair(s.pid, "a"), 5, s.p, "a restarted")
         assert a2 != a and log2 != log and fdlink(a2, 1) == pipe
-        assert alive(orphan)        # the old ./run keeps running, as with C
+        # the new supervise stops the old ./run (C would run a second copy)
+        wait_until(lambda: not alive(orphan), 8, s.p, "orphan stopped")
+        assert wait_pid(str(sv / "a"), lambda p: p not in (0, orphan), proc=s.p)
         # and the 5-s rescan alone finds a new directory
         service(sv / "d", run="exec sleep 1004\n")
         wait_until(lambda: sup(s.pid, "supervise d"), 8, s.p, "d without SIGHUP")
