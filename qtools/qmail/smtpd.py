@@ -64,15 +64,29 @@ when the client names one).  Input pipelined after STARTTLS is discarded
 authentication forgotten).  SMTPS set: TLS starts before the greeting.
 TLSCIPHERS or control/tlsserverciphers: TLS 1.2 cipher list.
 
+SPF (qmail-spf rc5; qtools.qmail.spf has the details): control/spfbehavior
+0..6, SPFBEHAVIOR overriding it; off for RELAYCLIENT sessions.  Checked at
+MAIL (the sender's domain, or the HELO name for the null sender; 127.0.0.1
+and our own addresses pass): 1 adds a `Received-SPF:` line after the Received
+line and sets SPFRESULT (pass none unknown neutral softfail fail error) and
+QMAILAUTHENTICATED for qmail-queue; 2 also answers a DNS failure with `451
+SPF lookup failure (#4.3.0)` at MAIL; 3 refuses fail at each RCPT with `550
+<control/spfexp or exp=, expanded> (#5.7.1)` (550- lines for a multi-line
+explanation); 4 also softfail; 5 also neutral; 6 also none and permerror.
+control/spfrules and control/spfguess: local rules.  pyspf decides, through
+qtools.lib.dns ($DNSCACHEIP); it is loaded only when SPF is on.
+
 Control files ($QMAILHOME/control): me, smtpgreeting, localiphost,
 rcpthosts, morercpthosts.cdb, badmailfrom, databytes, maxrcpt, timeoutsmtpd
 (default 1200 s per read or write: `451 timeout (#4.4.2)`), rejectrelaytest,
-rejectnullsenders, servercert.pem, tlsserverciphers, spfbehavior.
+rejectnullsenders, servercert.pem, tlsserverciphers, spfbehavior, spfexp,
+spfrules, spfguess.
 Environment: TCPLOCALHOST TCPLOCALIP TCPLOCALPORT TCPREMOTEIP TCPREMOTEHOST
 TCPREMOTEINFO TCPREMOTEPORT RELAYCLIENT SMTPAUTH FORCETLS DISABLETLS SMTPS
 FORCEAUTHMAILFROM DATABYTES DISABLE_MAXRCPT DISABLE_BADMAILFROM
 REJECTNULLSENDERS ALLOW_BARELF SMTPD_GREETDELAY DROP_PRE_GREET QMAILQUEUE
-ERROR_FD TLSCIPHERS SPFBEHAVIOR QTOOLS_AUTHSLEEP.
+ERROR_FD TLSCIPHERS SPFBEHAVIOR SPF_BLOCK_PLUS_ALL DNSCACHEIP QMAILAUTHENTICATED
+QTOOLS_AUTHSLEEP.
 
 Limits qtools adds (C qmail-smtpd has none; each answer is final):
   a command line over 2048 bytes with its CRLF, or an AUTH line over 12288
@@ -88,7 +102,7 @@ forgets MAIL/RCPT and AUTH (RFC 3207 4.2); SIZE= values are not wrapped at
 2^64; an unexpected error answers `421 internal error, goodbye (#4.3.0)`;
 log lines never carry control characters from the client; unknown base64 is
 malformed (strict decoding).  Not implemented (hooks are in place): chkuser,
-SPF, qregex, validrcptto, RCPTCHECK, DNSBL, brtlimit, qmail-spp, client
+qregex, validrcptto, RCPTCHECK, DNSBL, brtlimit, qmail-spp, client
 certificates (tlsclients), the relay via cert.
 
 Exit codes: 0 after QUIT; 1 when the client goes away, times out or is
@@ -873,6 +887,12 @@ class Config:
         x = envb.get(b"SPFBEHAVIOR")
         if x is not None:
             self.spfbehavior = _scan_ulong(x)
+        self.spfrules = self.spfguess = None
+        self.spfexp = None
+        if self.spfbehavior > 0:                   # read only when they can matter
+            self.spfrules = _readline("spfrules")
+            self.spfguess = _readline("spfguess")
+            self.spfexp = _readline("spfexp")
         auth = envb.get(b"SMTPAUTH")
         smtpauth = 0
         if auth is not None:
@@ -939,6 +959,9 @@ class Session:
         self._ipme = None
         self.addr = b""                     # the address being looked at, for the log
         self.pos = 0                        # envelope position for the log
+        self.spf = None                     # this transaction's SPF verdict (qtools.qmail.spf)
+        self.spfbarf = None                 # the 550 reply RCPT gets, if the verdict refuses
+        self.qmailauth = None               # QMAILAUTHENTICATED as the session found it
 
     # -- output and ends
     def out(self, data):
@@ -1210,7 +1233,10 @@ class Session:
         self.smtputf8 = smtputf8
         self.rcpts = []
         self.mailfrom = addr
-        self.spf_mail(addr)
+        reply = self.spf_mail(addr)
+        if reply:
+            self.out(reply)                 # as the C: MAIL is not taken, state unchanged
+            return
         self.state = State.MAIL
         self.out(REPLY["ok"])
 
@@ -1309,17 +1335,51 @@ class Session:
         return addr, None
 
     def spf_mail(self, addr):
-        """SPF at MAIL (spfbehavior); qtools.qmail.spf when it exists."""
-        self.spf = None
-        if not self.cfg.spfbehavior or self.relayclient is not None:
-            os.environ.pop("SPFRESULT", None)
-            return
-
-    def spf_rcpt(self):
+        """SPF at MAIL (qmail-spf, qtools.qmail.spf): sets SPFRESULT and
+        QMAILAUTHENTICATED, remembers a refusal for RCPT; returns the 451
+        reply for a DNS failure at spfbehavior 2 and up, else None."""
+        cfg = self.cfg
+        self.spf = self.spfbarf = None
+        if not cfg.spfbehavior or self.relayclient is not None:
+            os.environb.pop(b"SPFRESULT", None)
+            if self.qmailauth is not None:      # no spf= left from an earlier MAIL
+                if self.qmailauth:
+                    _setenv(b"QMAILAUTHENTICATED", self.qmailauth)
+                else:
+                    os.environb.pop(b"QMAILAUTHENTICATED", None)
+            return None
+        from qtools.qmail import spf
+        if self.qmailauth is None:
+            self.qmailauth = _env(b"QMAILAUTHENTICATED") or b""
+        r = spf.check(addr, self.helohost, self.remoteip, self.local, self.ipme,
+                      cfg.spfrules, cfg.spfguess,
+                      cfg.spfexp if cfg.spfexp is not None else spf.DEFEXP,
+                      os.environb.get(b"SPF_BLOCK_PLUS_ALL", b"0") != b"0")
+        self.spf = r
+        _setenv(b"SPFRESULT", r.code)
+        # spfauthenticated(): for qmail-queue's Authentication-Results
+        _setenv(b"QMAILAUTHENTICATED", (self.qmailauth + b";\n\tspf=" if self.qmailauth else b"spf=")
+                + r.authinfo())
+        if r.code == spf.ERROR:
+            if cfg.spfbehavior >= 2:
+                self.qlog(b"qlogenvelope", b"rejected", b"spf", b"lookupfailure", b"451")
+                return REPLY["spferror"]
+        elif cfg.spfbehavior >= spf.REFUSE_FROM.get(r.code, 7):
+            self.spfbarf = r.reply()
         return None
 
+    def spf_rcpt(self):
+        """The SPF refusal decided at MAIL, or None."""
+        if self.spfbarf is None:
+            return None
+        self.qlog(b"qlogenvelope", b"rejected", b"spf", _env(b"SPFRESULT") or b"", b"550")
+        return self.spfbarf
+
     def spf_received(self):
-        return b""
+        """The Received-SPF line that follows the Received line."""
+        if self.spf is None or self.relayclient is not None:
+            return b""
+        return self.spf.header()
 
     # -- DATA
     def smtp_data(self, arg):
@@ -1823,6 +1883,12 @@ def preload(argv):
     import binascii  # noqa: F401
     from qtools.lib import cdb  # noqa: F401
     home = _qmailhome()
+    if _spf_on(home):
+        try:
+            from qtools.qmail import spf
+            spf.warm()
+        except Exception:                           # noqa: BLE001 - a child will say why
+            pass
     cert = os.path.join(home, "control", "servercert.pem")
     if os.path.exists(cert):
         try:
@@ -1839,6 +1905,20 @@ def preload(argv):
             pathexec.preload(argv[1:])
         except Exception:                           # noqa: BLE001
             pass
+
+
+def _spf_on(home):
+    """SPF is on for the connections a parent will fork: SPFBEHAVIOR, else
+    control/spfbehavior, above 0 (a tcprules SPFBEHAVIOR is not seen here)."""
+    x = os.environb.get(b"SPFBEHAVIOR")
+    if x is not None:
+        return _scan_ulong(x) > 0
+    try:
+        with open(os.path.join(home, "control", "spfbehavior"), "rb") as f:
+            v = f.read(64).split(b"\n", 1)[0].strip()
+    except OSError:
+        return False
+    return _scan_ulong(v.lstrip(b"+")) > 0
 
 
 def rehearse(argv):
