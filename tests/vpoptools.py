@@ -159,7 +159,7 @@ class VHome:
         os.makedirs(os.path.join(self.vpop, "etc"), exist_ok=True)
         os.makedirs(self.qmail, exist_ok=True)
         self.dbname = None
-        if backend == "mysql":
+        if backend == "mysql" and db is not None:
             self.use_db(db)
 
     def use_db(self, db, tcp=True):

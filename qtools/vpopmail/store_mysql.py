@@ -150,8 +150,8 @@ class MysqlStore(S.Store):
         return self.conns[i]
 
     def _run(self, sql, args=(), update=False, fetch=True):
-        """Run one statement; TempFail on any failure but a missing table,
-        which comes back as the driver's exception for the caller."""
+        """Run one statement; TempFail on any failure but a missing table
+        or column, which comes back as SchemaError for the caller."""
         db = driver()
         conn = self._conn(update)
         try:
@@ -161,16 +161,14 @@ class MysqlStore(S.Store):
                 return cur.fetchall() if fetch else cur.rowcount
             finally:
                 cur.close()
-        except db.ProgrammingError as e:
-            if _code(e) in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
-                raise
-            raise TempFail("MySQL: %s" % _errtext(e))
-        except db.IntegrityError as e:
-            if _code(e) == ER_DUP_ENTRY:
-                raise StoreError(S.VA_USERNAME_EXISTS)
-            raise TempFail("MySQL: %s" % _errtext(e))
         except db.Error as e:
-            self._drop(conn)
+            c = _code(e)
+            if c in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
+                raise SchemaError(c, _errtext(e))
+            if c == ER_DUP_ENTRY:
+                raise StoreError(S.VA_USERNAME_EXISTS)
+            if not isinstance(e, (db.ProgrammingError, db.IntegrityError)):
+                self._drop(conn)                # a connection error: reconnect next time
             raise TempFail("MySQL: %s" % _errtext(e))
 
     def _drop(self, conn):
@@ -207,12 +205,11 @@ class MysqlStore(S.Store):
         return cols + (", pw_clear_passwd" if self.has_clear else "")
 
     def _select(self, sql_tail, args, update=False):
-        db = driver()
         while True:
             try:
                 return self._run("SELECT %s FROM %s" % (self._select_cols(), sql_tail), args,
                                  update=update)
-            except db.ProgrammingError as e:
+            except SchemaError as e:
                 if _code(e) == ER_BAD_FIELD and self.has_clear:
                     self.has_clear = False          # built without CLEAR_PASS
                     continue
@@ -252,10 +249,9 @@ class MysqlStore(S.Store):
     def _write(self, sql, args, domain):
         """An update; a missing table is created once (vmysql.c does the
         same on its first insert)."""
-        db = driver()
         try:
             return self._run(sql, args, update=True, fetch=False)
-        except db.ProgrammingError as e:
+        except SchemaError as e:
             if _code(e) == ER_NO_SUCH_TABLE:
                 self.create_tables(domain)
                 return self._run(sql, args, update=True, fetch=False)
@@ -312,10 +308,9 @@ class MysqlStore(S.Store):
 
     def _quiet(self, sql, args):
         """A write to an optional table: a missing table is fine."""
-        db = driver()
         try:
             self._run(sql, args, update=True, fetch=False)
-        except db.ProgrammingError as e:
+        except SchemaError as e:
             if _code(e) != ER_NO_SUCH_TABLE:
                 raise TempFail("MySQL: %s" % _errtext(e))
 
@@ -336,23 +331,21 @@ class MysqlStore(S.Store):
                     "VALUES (%s, %s, %s, %s)", (pw.name, domain, ip, int(time.time())), domain)
 
     def get_lastauth(self, pw, domain):
-        db = driver()
         try:
             rows = self._run("SELECT timestamp, remote_ip FROM `lastauth` WHERE user = %s "
                              "AND domain = %s", (pw.name, domain))
-        except db.ProgrammingError:
+        except SchemaError:
             return 0, None
         if not rows:
             return 0, None
         return _int(rows[0][0]), _s(rows[0][1])
 
     def get_limits(self, domain):
-        db = driver()
         if self.has_limits:
             try:
                 rows = self._run("SELECT %s FROM `limits` WHERE domain = %s"
                                  % (", ".join(LIMIT_COLUMNS), "%s"), (domain,))
-            except db.ProgrammingError as e:
+            except SchemaError as e:
                 if _code(e) not in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
                     raise TempFail("MySQL: %s" % _errtext(e))
                 self.has_limits = False
@@ -371,6 +364,10 @@ class MysqlStore(S.Store):
 
 class _Retry(Exception):
     pass
+
+
+class SchemaError(Exception):
+    """A missing table or column (the drivers differ in the class)."""
 
 
 def _code(e):
