@@ -24,7 +24,9 @@ NO_POP, NO_IMAP, NO_WEBMAIL refuse the matching protocol.
 
 On success the login is recorded (lastauth), then USER=<user>,
 HOME=<user dir>, SHELL=NOLOGIN and VPOPUSER=<login> are set and prog runs
-(through pathexec: exec elision when it is a qtools program).  For POP and
+(through pathexec: exec elision when it is a qtools program; the system's
+true(1) without arguments, qmail-smtpd's `vchkpw /bin/true`, is elided too:
+exit 0 without an exec, unless QTOOLS_NOELIDE is set).  For POP and
 IMAP only, vchkpw first changes to the domain's uid/gid when run as root and
 changes to the user's directory (making its Maildir when missing).  No prog:
 exit 0.  Failures are logged on descriptor 2 as vpopmail logs them to syslog:
@@ -212,12 +214,20 @@ def run(argv, ip, proto, log):
     if len(argv) < 2:
         return 0
     from qtools.lib import pathexec
+    if len(argv) == 2 and pathexec.elision_enabled() and _is_true(argv[1]):
+        return 0                # qmail-smtpd's `vchkpw /bin/true`: the exec is elided too
     try:
         pathexec.pathexec_run(argv[1:])
     except OSError as e:
         from qtools.lib import strerr
         strerr.write(PROG, ": fatal: unable to run ", argv[1], ": ", e, "\n")
     return 111
+
+
+def _is_true(name):
+    from qtools.lib import pathexec
+    p = pathexec.resolve(name)
+    return p is not None and os.path.realpath(p) in ("/usr/bin/true", "/bin/true")
 
 
 def preload(argv):
