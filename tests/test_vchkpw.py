@@ -255,3 +255,40 @@ def test_lean_import_and_preload(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[]", "['pymysql', 'crypt', 'hmac', "
                                              "'qtools.vpopmail.store_mysql']"]
+
+
+def test_existing_cdb_installation(tmp_path, mode):
+    """Files as an existing vpopmail left them: users/assign written by hand
+    (users/cdb made by qmail-newu's rules), a vpasswd with hashed user
+    directories and a clear-password field, no vpasswd.cdb yet."""
+    from qtools.vpopmail import admin
+    vh = VHome(tmp_path, "cdb")
+    d = vh.domdir("old.test")
+    os.makedirs(os.path.join(d, "0", "ann", "Maildir"))
+    os.makedirs(os.path.join(vh.qmail, "users"))
+    with open(os.path.join(vh.qmail, "users", "assign"), "w") as f:
+        f.write("=root:root:0:0:/root:::\n+old.test-:old.test:89:89:%s:-::\n"
+                "+alias.test-:old.test:89:89:%s:-::\n.\n" % (d, d))
+    saved = dict(os.environ)
+    os.environ["QMAILHOME"] = vh.qmail
+    try:
+        admin.update_newu()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    with open(os.path.join(d, "vpasswd"), "w") as f:
+        f.write("ann:%s:1:0:Ann:%s/0/ann:NOQUOTA:annpw\n"
+                "bo:%s:1:0:Bo:%s/0/bo:5242880S\n"
+                % (_crypt("annpw", "$1$saltsalt$"), d, _crypt("bopw", "xy"), d))
+    assert chkpw(vh, b"ann@old.test\0annpw\0", mode=mode)[0] == 0
+    assert chkpw(vh, b"ann@alias.test\0annpw\0", mode=mode)[0] == 0     # alias domain
+    assert chkpw(vh, b"bo@old.test\0bopw\0", mode=mode)[0] == 0
+    assert chkpw(vh, b"root@old.test\0x\0", mode=mode)[0] == 3
+    out = vh.ok("vuserinfo", "-d", "-q", "-C", "bo@alias.test").splitlines()
+    assert out == ["", "%s/0/bo" % d, "5242880S"]
+    vh.ok("vpasswd", "bo@old.test", "newpw")                # rewrites vpasswd + its cdb
+    lines = open(os.path.join(d, "vpasswd")).read().splitlines()
+    assert lines[0].startswith("ann:$1$saltsalt$") and lines[0].endswith(":NOQUOTA:annpw")
+    assert os.path.exists(os.path.join(d, "vpasswd.cdb"))
+    assert chkpw(vh, b"bo@old.test\0newpw\0", mode=mode)[0] == 0
+    assert chkpw(vh, b"ann@old.test\0annpw\0", mode=mode)[0] == 0
