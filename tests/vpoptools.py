@@ -111,8 +111,17 @@ class MariaDB:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Test modules import these fixtures, so pytest makes one session fixture
+# per module: share the template and the server through this cache (the
+# instance that made one removes it at the end of the session).
+_shared = {}
+
+
 @pytest.fixture(scope="session")
 def mariadb_template():
+    if "template" in _shared:
+        yield _shared["template"]
+        return
     if not os.path.exists(MARIADBD):
         pytest.fail("mariadbd not installed (run the README's test command)")
     d = tempfile.mkdtemp(prefix="qtdbt.", dir="/tmp")
@@ -122,18 +131,26 @@ def mariadb_template():
                         "--skip-test-db", "--skip-name-resolve", "--innodb-log-file-size=4M"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=120)
-        yield os.path.join(d, "data")
+        _shared["template"] = os.path.join(d, "data")
+        yield _shared["template"]
     finally:
+        _shared.pop("template", None)
         shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def mariadb(mariadb_template):
+    db = _shared.get("server")
+    if db is not None and db.proc.poll() is None:
+        yield db
+        return
     db = MariaDB(mariadb_template)
     try:
         db.start()
+        _shared["server"] = db
         yield db
     finally:
+        _shared.pop("server", None)
         db.cleanup()
 
 
