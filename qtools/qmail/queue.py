@@ -34,6 +34,14 @@ loss).
 QMAILQUEUE: qmail-smtpd, qmail-inject and the other callers run the program
 named there instead of qmail-queue; qmail-queue itself does not read it.
 
+In-process (qtools): a caller that would run this qmail-queue with exec
+elision (qmail-smtpd) may use Inline instead of a fork: the same steps, files,
+syncs and exit codes, in the caller's process, fed by put()/close() instead
+of descriptors 0 and 1.  The pid in the Received line, the pid file name and
+the envelope's p field are then the caller's; the 24-hour limit is checked on
+every write instead of by SIGALRM.  A fork of a Python process costs ~1.5 ms
+of CPU here, as much as the rest of qmail-queue's work.
+
 Exit codes: 0 queued; 11 address too long; 51 out of memory; 52 timeout;
 53 write error or disk full; 54 unable to read the message or envelope;
 61 trouble with $QMAILHOME; 62 queue; 63 queue/pid; 64 queue/mess;
@@ -77,8 +85,8 @@ def writeall(fd, data):
         view = view[os.write(fd, view):]
 
 
-def fsyncdir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsyncdir(path, dfd=None):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
     try:
         os.fsync(fd)
     finally:
@@ -86,9 +94,11 @@ def fsyncdir(path):
 
 
 class Queuer:
-    """One message's trip into the queue; fields name what cleanup() undoes."""
+    """One message's trip into the queue; fields name what cleanup() undoes.
+    dfd: a descriptor of the queue directory (None: the queue is the cwd)."""
 
-    def __init__(self):
+    def __init__(self, dfd=None):
+        self.dfd = dfd
         self.pidfn = None           # pid file still to unlink on failure
         self.messfn = None
         self.messfd = -1
@@ -107,14 +117,24 @@ class Queuer:
             try:
                 if fd >= 0:
                     os.ftruncate(fd, 0)
-                os.unlink(fn)
+                os.unlink(fn, dir_fd=self.dfd)
             except OSError:
                 pass
         if self.pidfn is not None:
             try:
-                os.unlink(self.pidfn)
+                os.unlink(self.pidfn, dir_fd=self.dfd)
             except OSError:
                 pass
+
+    def close(self):
+        """Close the files (main() leaves that to _exit)."""
+        for fd in (self.messfd, self.intdfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.messfd = self.intdfd = -1
 
     def alarm(self, signum, frame):
         # qmail: "thou shalt not clean up here" (C can't, in a handler); a
@@ -124,6 +144,7 @@ class Queuer:
         os._exit(52)
 
     def run(self):
+        """qmail-queue on descriptors 0 and 1."""
         # 1. home, queue, timer
         os.umask(0o033)
         try:
@@ -137,39 +158,11 @@ class Queuer:
         mypid = os.getpid()
         uid = os.getuid()
         starttime = int(time.time())
-        received = qlib.received(mypid, uid, starttime, qlib.uid(qlib.USER_ALIAS),
-                                 qlib.uid(qlib.USER_D), qlib.uid(qlib.USER_S))
         signal.signal(signal.SIGALRM, self.alarm)
         signal.alarm(DEATH)
 
-        # 2. the pid file's inode is the message number
-        for seq in range(1, 10):
-            fn = "pid/%d.%d.%d" % (mypid, starttime, seq)
-            try:
-                self.messfd = os.open(fn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except OSError:
-                continue
-            self.pidfn = fn
-            break
-        else:
-            raise Die(63)
-        try:
-            messnum = os.fstat(self.messfd).st_ino
-        except OSError:
-            raise Die(63)
-        messfn = qlib.fmtqfn("mess/", messnum, 1)
-        intdfn = qlib.fmtqfn("intd/", messnum, 0)
-        todofn = qlib.fmtqfn("todo/", messnum, 0)
-        try:
-            os.link(self.pidfn, messfn)
-        except OSError:
-            raise Die(64)
-        self.messfn = messfn
-        try:
-            os.unlink(self.pidfn)
-        except OSError:
-            raise Die(63)
-        self.pidfn = None
+        # 2. pid file -> mess/<n%23>/<n>
+        received = self.begin(mypid, uid, starttime)
 
         # 3. Received line, then the message, streamed
         first = True
@@ -183,58 +176,107 @@ class Queuer:
                 first = False
             if not data:
                 break
-            try:
-                writeall(self.messfd, data)
-            except OSError:
-                raise Die(53)
-        try:
-            os.fsync(self.messfd)
-            fsyncdir(messfn[:messfn.rfind("/")])
-        except OSError:
-            raise Die(53)
+            self.write(data)
+        self.sync_message()
 
         # 4. the envelope, copied as read, checked on the way
-        try:
-            self.intdfd = os.open(intdfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError:
-            raise Die(65)
-        self.intdfn = intdfn
-        out = bytearray(b"u%d\0p%d\0" % (uid, mypid))
-        self.envelope(out)
-        try:
-            os.fsync(self.intdfd)
-            fsyncdir("intd")
-        except OSError:
-            raise Die(53)
+        self.write_envelope(uid, mypid, read_fd1)
 
         # 5. at this instant the message is queued
-        self.committed = True
-        try:
-            os.link(intdfn, todofn)
-        except OSError:
-            self.committed = False
-            raise Die(66)
-        try:
-            fsyncdir("todo")
-        except OSError:
-            raise Die(53)           # linked: keep it (a duplicate, never a loss)
+        self.commit()
         signal.alarm(0)
 
         # 6. wake qmail-send
         qlib.triggerpull()
         return 0
 
-    def envelope(self, out):
-        """Copy the envelope from fd 1 to intd, up to (not including) the
-        final \\0.  States: 0 = expect F, 1 = inside an address, 2 = expect
-        T or the final \\0."""
+    def begin(self, mypid, uid, starttime):
+        """Step 2: the pid file's inode is the message number; it becomes
+        mess/<n%23>/<n>.  Returns the Received line."""
+        received = qlib.received(mypid, uid, starttime, qlib.uid(qlib.USER_ALIAS),
+                                 qlib.uid(qlib.USER_D), qlib.uid(qlib.USER_S))
+        dfd = self.dfd
+        for seq in range(1, 10):
+            fn = "pid/%d.%d.%d" % (mypid, starttime, seq)
+            try:
+                self.messfd = os.open(fn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+            except OSError:
+                continue
+            self.pidfn = fn
+            break
+        else:
+            raise Die(63)
+        try:
+            messnum = os.fstat(self.messfd).st_ino
+        except OSError:
+            raise Die(63)
+        messfn = qlib.fmtqfn("mess/", messnum, 1)
+        self.intdfn_next = qlib.fmtqfn("intd/", messnum, 0)
+        self.todofn = qlib.fmtqfn("todo/", messnum, 0)
+        try:
+            os.link(self.pidfn, messfn, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError:
+            raise Die(64)
+        self.messfn = messfn
+        try:
+            os.unlink(self.pidfn, dir_fd=dfd)
+        except OSError:
+            raise Die(63)
+        self.pidfn = None
+        return received
+
+    def write(self, data):
+        """Step 3: message bytes (the Received line first)."""
+        try:
+            writeall(self.messfd, data)
+        except OSError:
+            raise Die(53)
+
+    def sync_message(self):
+        try:
+            os.fsync(self.messfd)
+            fsyncdir(self.messfn[:self.messfn.rfind("/")], self.dfd)
+        except OSError:
+            raise Die(53)
+
+    def write_envelope(self, uid, mypid, read):
+        """Step 4: intd/N holds u<uid>, p<pid> and the envelope from read()."""
+        intdfn = self.intdfn_next
+        try:
+            self.intdfd = os.open(intdfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644,
+                                  dir_fd=self.dfd)
+        except OSError:
+            raise Die(65)
+        self.intdfn = intdfn
+        out = bytearray(b"u%d\0p%d\0" % (uid, mypid))
+        self.envelope(out, read)
+        try:
+            os.fsync(self.intdfd)
+            fsyncdir("intd", self.dfd)
+        except OSError:
+            raise Die(53)
+
+    def commit(self):
+        """Step 5: link intd/N to todo/N, sync todo/: the message is queued."""
+        self.committed = True
+        try:
+            os.link(self.intdfn, self.todofn, src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
+        except OSError:
+            self.committed = False
+            raise Die(66)
+        try:
+            fsyncdir("todo", self.dfd)
+        except OSError:
+            raise Die(53)           # linked: keep it (a duplicate, never a loss)
+
+    def envelope(self, out, read):
+        """Copy the envelope from read() (b"" at its end) to intd, up to (not
+        including) the final \\0.  States: 0 = expect F, 1 = inside an
+        address, 2 = expect T or the final \\0."""
         state = 0
         alen = 0                    # bytes of the current address seen, \\0 included
         while True:
-            try:
-                data = os.read(1, CHUNK)
-            except OSError:
-                raise Die(54)
+            data = read()
             if not data:
                 raise Die(54)
             i, n, end = 0, len(data), -1
@@ -281,6 +323,135 @@ class Queuer:
         del out[:]
 
 
+def read_fd1():
+    try:
+        return os.read(1, CHUNK)
+    except OSError:
+        raise Die(54)
+
+
+class Inline:
+    """qmail-queue in the caller's process (qmail-smtpd's DATA): put() the
+    message bytes, then close(sender, recipients) -> the exit code qmail-queue
+    would have given (0: queued, durable).  fail() or abandon() give the
+    message up; the debris is removed at once.  Never raises."""
+
+    def __init__(self, home):
+        self.pid = os.getpid()
+        self.uid = os.getuid()
+        self.code = 0
+        self.buf = bytearray()
+        self.q = None
+        self.qdir = os.path.join(home, "queue")
+        self.deadline = time.monotonic() + DEATH
+        hfd = -1
+        try:
+            try:
+                hfd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                raise Die(61)
+            try:
+                dfd = os.open("queue", os.O_RDONLY | os.O_DIRECTORY, dir_fd=hfd)
+            except OSError:
+                raise Die(62)
+            self.q = Queuer(dfd)
+            self.guarded(self._begin)
+        except Die as d:
+            self.stop(d.code)
+        finally:
+            if hfd >= 0:
+                os.close(hfd)
+
+    def _begin(self):
+        old = os.umask(0o033)
+        try:
+            self.buf += self.q.begin(self.pid, self.uid, int(time.time()))
+        finally:
+            os.umask(old)
+
+    def guarded(self, fn, *args):
+        """fn(*args) with main()'s mapping of failures to exit codes."""
+        try:
+            fn(*args)
+        except Die as d:
+            self.stop(d.code)
+        except MemoryError:
+            self.stop(51)
+        except Exception as e:                              # noqa: BLE001 - exit 81, as main()
+            _internal(e)
+            self.stop(81)
+
+    def stop(self, code):
+        """Give the message up with this exit code; remove what was made."""
+        if not self.code:
+            self.code = code
+        self.buf = bytearray()
+        if self.q is not None:
+            self.q.cleanup()
+            self.q.close()
+            try:
+                os.close(self.q.dfd)
+            except OSError:
+                pass
+            self.q = None
+
+    def put(self, data):
+        if self.code:
+            return
+        if time.monotonic() > self.deadline:
+            self.stop(52)
+            return
+        self.buf += data
+        if len(self.buf) >= CHUNK:
+            self.guarded(self._flush)
+
+    def _flush(self):
+        if time.monotonic() > self.deadline:
+            raise Die(52)
+        if self.buf:
+            self.q.write(self.buf)
+            self.buf = bytearray()
+
+    def fail(self):
+        """The caller will not send the envelope (qmail-queue sees end of
+        file there: 54)."""
+        self.stop(54)
+
+    def abandon(self):
+        self.stop(54)
+
+    def close(self, sender, rcpts):
+        if not self.code:
+            env = [b"F", sender, b"\0"]
+            for r in rcpts:
+                env += (b"T", r, b"\0")
+            env.append(b"\0")
+            self.guarded(self._finish, [b"".join(env)])
+        if not self.code:
+            qlib.triggerpull(self.qdir)
+            self.stop(0)
+        return self.code
+
+    def _finish(self, env):
+        self._flush()
+        self.q.sync_message()
+        old = os.umask(0o033)
+        try:
+            self.q.write_envelope(self.uid, self.pid, lambda: env.pop() if env else b"")
+        finally:
+            os.umask(old)
+        self.q.commit()
+
+
+def _internal(e):
+    try:
+        os.write(2, b"qmail-queue: fatal: internal error: "
+                 + ("%s: %s" % (type(e).__name__, e)).encode("ascii", "replace")[:300]
+                 + b"\n")
+    except OSError:
+        pass
+
+
 def main(argv):
     signal.pthread_sigmask(signal.SIG_SETMASK, [])          # sig_blocknone
     for s in (signal.SIGPIPE, signal.SIGVTALRM, signal.SIGPROF, signal.SIGQUIT,
@@ -297,12 +468,7 @@ def main(argv):
         return 51
     except Exception as e:                                  # noqa: BLE001 - exit 81, not 111
         q.cleanup()
-        try:
-            os.write(2, b"qmail-queue: fatal: internal error: "
-                     + ("%s: %s" % (type(e).__name__, e)).encode("ascii", "replace")[:300]
-                     + b"\n")
-        except OSError:
-            pass
+        _internal(e)
         return 81
     finally:
         signal.alarm(0)
