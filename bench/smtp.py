@@ -25,16 +25,20 @@ S = 1 for the per-message latency (ms/msg = wall time / M).  Targets, all on
 
 Each target gets a warm-up, then REPS interleaved rounds (the order rotates
 each round) of s=20 and s=1; the table gives the median [min-max] of the
-rounds.  cpu/msg is the CPU time (user+sys, children included) of the
-server's whole process tree per message, read from /proc around each
-run (Postfix's includes its delivery).  At the end every stored message is
+rounds and ms/msg = wall time / messages (at s=1: the latency of one
+message, connection included).  cpu/msg is the CPU time (user+sys,
+children included) of the server's whole process tree per message, read
+from /proc around each run (Postfix's includes its delivery).  The header
+gives the disk's file-creation and fsync costs where everything is stored.  At the end every stored message is
 counted: todo/ and mess/ files of each qtools queue, the Maildir files of
 Postfix and aio; any shortfall fails the run.  Every load is bounded by a
 message count and a timeout; temp dirs are removed.
 
-usage: bench/smtp.py [-r REPS] [-m M20] [-1 M1] [-n] [DIR]
-  -r REPS  rounds (default 3); -m M20  messages per s=20 run (default 2000);
+usage: bench/smtp.py [-r REPS] [-m M20] [-1 M1] [-n] [-b CHECKOUT] [DIR]
+  -r REPS  rounds (default 5); -m M20  messages per s=20 run (default 2000);
   -1 M1    messages per s=1 run (default 500); -n  skip the noelide case;
+  -b CHECKOUT  also measure the qtools of another checkout (PYTHONPATH), e.g.
+           `git worktree add /tmp/base HEAD~3`: before/after in one run;
   DIR      where the queues and Maildirs go (default /var/tmp: the disk)
 Needs root (Postfix's master; smtp-sink -u root).
 """
@@ -90,6 +94,30 @@ def read_port(proc, timeout=20):
     if not line.strip().isdigit():
         raise SystemExit("bench: server said %r" % line)
     return int(line)
+
+
+def disk_probe(d, n=200):
+    """The disk's costs where the queues and Maildirs go: microseconds per
+    file creation (ext4 without a journal skips recently deleted inodes one
+    by one, so this varies with the directory's history) and per fsync of a
+    4 KiB file."""
+    p = os.path.join(d, "probe")
+    os.mkdir(p)
+    try:
+        t = time.perf_counter()
+        for i in range(n):
+            os.close(os.open(os.path.join(p, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        create = (time.perf_counter() - t) / n * 1e6
+        fd = os.open(os.path.join(p, "f"), os.O_WRONLY | os.O_CREAT, 0o644)
+        t = time.perf_counter()
+        for _ in range(n):
+            os.pwrite(fd, b"x" * 4096, 0)
+            os.fsync(fd)
+        fsync = (time.perf_counter() - t) / n * 1e6
+        os.close(fd)
+    finally:
+        shutil.rmtree(p, ignore_errors=True)
+    return create, fsync
 
 
 def tree_cpu(root):
@@ -165,12 +193,14 @@ class Sink(Target):
 
 
 class Qtools(Target):
-    def __init__(self, work, noelide=False):
-        name = "noelide" if noelide else "qtools"
+    def __init__(self, work, noelide=False, base=None):
+        name = "noelide" if noelide else "base" if base else "qtools"
         Target.__init__(self, name, "qtools tcpserver+qmail-smtpd" +
-                        (", QTOOLS_NOELIDE=1" if noelide else " (elided)"))
+                        (", QTOOLS_NOELIDE=1" if noelide else " (elided)") +
+                        (" from -b" if base else ""))
         self.home = os.path.join(work, name)
         self.noelide = noelide
+        self.base = base
 
     def start(self):
         home = self.home
@@ -187,6 +217,8 @@ class Qtools(Target):
                        input=b'127.0.0.1:allow,RELAYCLIENT=""\n', check=True, timeout=60)
         env = dict(os.environ, PATH=QBIN + ":/usr/bin:/bin", QMAILHOME=home)
         env.pop("QTOOLS_NOELIDE", None)
+        if self.base:
+            env["PYTHONPATH"] = self.base
         if self.noelide:
             env["QTOOLS_NOELIDE"] = "1"
         self.err = open(os.path.join(home, "smtpd.log"), "wb")
@@ -275,10 +307,12 @@ def med(xs):
 
 def main():
     ap = argparse.ArgumentParser(description="SMTP acceptance benchmark")
-    ap.add_argument("-r", type=int, default=3, dest="reps")
+    ap.add_argument("-r", type=int, default=5, dest="reps")
     ap.add_argument("-m", type=int, default=2000, dest="m20")
     ap.add_argument("-1", type=int, default=500, dest="m1")
     ap.add_argument("-n", action="store_true", dest="skip_noelide")
+    ap.add_argument("-b", dest="base", help="another qtools checkout (e.g. a git worktree of "
+                    "an older commit): its tcpserver+qmail-smtpd as one more target")
     ap.add_argument("dir", nargs="?", default="/var/tmp")
     a = ap.parse_args()
     if os.getuid() != 0:
@@ -294,10 +328,18 @@ def main():
     os.chmod(work, 0o755)        # Postfix's daemons (postfix, nobody) must reach their dirs
     fstype = subprocess.run(["stat", "-f", "-c", "%T", work], capture_output=True,
                             text=True).stdout.strip()
+    create, fsync = disk_probe(work)
     print("# smtp bench %s: nproc=%d load=%s fs=%s (%s) reps=%d, s=20 x %d msgs, s=1 x %d msgs"
           % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.cpu_count(),
              open("/proc/loadavg").read().split()[0], fstype, work, a.reps, a.m20, a.m1))
+    print("# disk there: %.0f us per file creation, %.0f us per 4 KiB write+fsync "
+          "(qtools and Postfix create 2 files a message, aio 1)" % (create, fsync))
     targets = [Sink(pfroot, work), Qtools(work), Postfix(pfroot, work), Aio(work)]
+    if a.base:
+        base = os.path.abspath(a.base)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(base, "qtools")],
+                       check=True)
+        targets.insert(2, Qtools(work, base=base))
     noelide = None if a.skip_noelide else Qtools(work, noelide=True)
     started = []
     results = {}
@@ -319,6 +361,7 @@ def main():
             measure(pfroot, noelide, 1, m1, results)
         for t in started:
             t.stop()
+        print("# load at the end: %s" % open("/proc/loadavg").read().split()[0])
         print("%-50s %2s  %-28s %8s %8s" % ("target", "s", "msgs/s median [min-max]",
                                             "ms/msg", "cpu/msg"))
         for t in targets + ([noelide] if noelide else []):
@@ -350,6 +393,10 @@ def main():
               % (lat("qtools", 1) / lat("postfix", 1)))
         print("ratio qtools/aio      s=20 msgs/s : %.2fx ; s=1 ms/msg %.2fx"
               % (rate("qtools", 20) / rate("aio", 20), lat("qtools", 1) / lat("aio", 1)))
+        if a.base:
+            print("ratio qtools/base     s=20 msgs/s : %.2fx ; s=1 ms/msg %.2fx   (base: -b %s)"
+                  % (rate("qtools", 20) / rate("base", 20), lat("qtools", 1) / lat("base", 1),
+                     a.base))
         if noelide:
             print("ratio qtools/noelide  s=20 msgs/s : %.2fx ; s=1 ms/msg %.2fx"
                   % (rate("qtools", 20) / rate("noelide", 20),
