@@ -6,6 +6,8 @@
             section 4's "durable Maildir/queue step")
   inproc  : qmail-queue's main() called in this process, no fork: its own
             steps (2 file creations, 2 links, 5 fsyncs) and nothing else
+  inline  : the same steps through queue.Inline, as qmail-smtpd queues
+            when the qtools qmail-queue would have been elided
   elide   : a parent that preloaded qmail-queue forks per message; the child
             runs it through pathexec, elided (what qmail-smtpd does)
   exec    : the same parent with QTOOLS_NOELIDE=1: the child execs
@@ -90,6 +92,21 @@ def inproc(home, n):
     return n / dt, (c1.user + c1.system - c0.user - c0.system) / n * 1000
 
 
+def inline(home, n):
+    """qmail-smtpd's way with the qtools qmail-queue: queue.Inline, no fork."""
+    from qtools.qmail import queue
+    c0 = os.times()
+    t = time.perf_counter()
+    for _ in range(n):
+        q = queue.Inline(home)
+        q.put(MSG)
+        if q.close(b"a@example.com", [b"b@example.com"]) != 0:
+            raise SystemExit("bench: Inline failed")
+    dt = time.perf_counter() - t
+    c1 = os.times()
+    return n / dt, (c1.user + c1.system - c0.user - c0.system) / n * 1000
+
+
 def forked(home, n, elide):
     # what a qtools parent (qmail-smtpd, started by its launcher) has loaded
     from qtools.lib import pathexec, proctitle, run, sig  # noqa: F401
@@ -140,7 +157,8 @@ def case(name, home, n):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--case":
         name, where, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        fn = {"disk": disk, "inproc": inproc, "elide": lambda h, k: forked(h, k, True),
+        fn = {"disk": disk, "inproc": inproc, "inline": inline,
+              "elide": lambda h, k: forked(h, k, True),
               "exec": lambda h, k: forked(h, k, False)}[name]
         rate, cpu = fn(where, n)
         print(rate, "-" if cpu is None else cpu)
@@ -163,7 +181,7 @@ def main():
     res = {}
     try:
         res["disk"] = case("disk", os.path.join(work, "disk"), n)
-        for name, k in (("inproc", n), ("elide", n), ("exec", nx)):
+        for name, k in (("inproc", n), ("inline", n), ("elide", n), ("exec", nx)):
             home = os.path.join(work, name)
             mkqueue(home)
             res[name] = case(name, home, k)
@@ -175,10 +193,11 @@ def main():
     labels = {
         "disk": "disk: create+write+fsync+rename+fsync(dir)",
         "inproc": "qmail-queue main() in-process, no fork",
+        "inline": "queue.Inline (qmail-smtpd's in-process use)",
         "elide": "qmail-queue forked, elided (pathexec)",
         "exec": "qmail-queue forked + exec (NOELIDE)",
     }
-    for k in ("disk", "inproc", "elide", "exec"):
+    for k in ("disk", "inproc", "inline", "elide", "exec"):
         rate, cpu = res[k]
         print("%-46s %7.1f /s  %6.2f ms%s" % (labels[k], rate, 1000 / rate,
                                              "" if cpu is None else "  cpu %.2f ms/msg" % cpu))
@@ -188,6 +207,7 @@ def main():
           % (e / d))
     print("ratio inproc/disk  : %.2fx" % (i / d))
     print("ratio elide/inproc : %.2fx   (the fork's share)" % (e / i))
+    print("ratio inline/elide : %.2fx   (qmail-smtpd without the fork)" % (res["inline"][0] / e))
 
 
 if __name__ == "__main__":

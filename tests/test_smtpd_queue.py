@@ -132,6 +132,24 @@ def test_queue_trouble(mode, tmp_path, damage):
     assert_empty(q)
 
 
+def test_refused_then_queued_in_one_session(mode, tmp_path):
+    """A message over databytes, then a small one in the same session: 552,
+    then 250; only the second is in the queue."""
+    home = make_home(tmp_path, databytes="200\n")
+    with server(mode, home, tmp_path) as srv:
+        c = connect(srv)
+        for body, want in ((b"y" * 500 + b"\r\n", b"552 "), (BODY, b"250 ok ")):
+            assert c.cmd(b"MAIL FROM:<a@b.test>") == b"250 ok\r\n"
+            assert c.cmd(b"RCPT TO:<u@example.test>") == b"250 ok\r\n"
+            assert c.cmd(b"DATA") == b"354 go ahead\r\n"
+            c.send(body + b".\r\n")
+            assert c.reply().startswith(want)
+        assert c.cmd(b"QUIT").startswith(b"221 ")
+        c.close()
+    (msg, _), = queued(home)
+    assert body_of(msg) == STORED
+
+
 def test_address_too_long_for_qq(mode, tmp_path):
     """RELAYCLIENT appended to an 899-byte address passes 1003 bytes:
     qmail-queue's 11, a 554, nothing queued."""

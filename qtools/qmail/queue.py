@@ -334,7 +334,9 @@ class Inline:
     """qmail-queue in the caller's process (qmail-smtpd's DATA): put() the
     message bytes, then close(sender, recipients) -> the exit code qmail-queue
     would have given (0: queued, durable).  fail() or abandon() give the
-    message up; the debris is removed at once.  Never raises."""
+    message up; the debris is removed at once.  Never raises.  Whatever
+    main() comes to read from its environment, this must read too: the
+    caller's environment is the one the child would have had."""
 
     def __init__(self, home):
         self.pid = os.getpid()
