@@ -1562,39 +1562,38 @@ class Session:
         except (binascii.Error, ValueError):
             return None
 
-    def auth_login(self, arg):
+    def b64_or_ask(self, arg, prompt):
+        """The base64 argument decoded, or else the decoded answer to a 334
+        prompt (a REPLY key, or the line itself); None when the client left
+        or cancelled, or (after `501 malformed auth input`) when it is not
+        base64."""
         if arg:
-            user = self.b64(arg)
+            data = self.b64(arg)
         else:
-            self.out(REPLY["login_user"])
+            self.out(REPLY[prompt] if isinstance(prompt, str) else prompt)
             line = self.authgetl()
             if line is None:
                 return None
-            user = self.b64(line)
-        if user is None:
+            data = self.b64(line)
+        if data is None:
             self.out(REPLY["input"])
+        return data
+
+    def auth_login(self, arg):
+        user = self.b64_or_ask(arg, "login_user")
+        if user is None:
             return None
-        self.out(REPLY["login_pass"])
-        line = self.authgetl()
-        if line is None:
+        pw = self.b64_or_ask(b"", "login_pass")
+        if pw is None:
             return None
-        pw = self.b64(line)
-        if pw is None or not user or not pw:
+        if not user or not pw:
             self.out(REPLY["input"])
             return None
         return _cstr(user), _cstr(pw), b""
 
     def auth_plain(self, arg):
-        if arg:
-            resp = self.b64(arg)
-        else:
-            self.out(REPLY["plain"])
-            line = self.authgetl()
-            if line is None:
-                return None
-            resp = self.b64(line)
+        resp = self.b64_or_ask(arg, "plain")
         if resp is None:
-            self.out(REPLY["input"])
             return None
         parts = resp.split(b"\0")               # authzid \0 authcid \0 password
         user = parts[1] if len(parts) > 1 else b""
@@ -1607,13 +1606,8 @@ class Session:
     def auth_cram(self, arg):
         import binascii
         chal = b"<%d.%d@" % (os.getpid(), int(time.time())) + self.local + b">"
-        self.out(b"334 " + binascii.b2a_base64(chal, newline=False) + b"\r\n")
-        line = self.authgetl()
-        if line is None:
-            return None
-        resp = self.b64(line)
+        resp = self.b64_or_ask(b"", b"334 " + binascii.b2a_base64(chal, newline=False) + b"\r\n")
         if resp is None:
-            self.out(REPLY["input"])
             return None
         resp = _cstr(resp)
         i = resp.rfind(b" ")
