@@ -103,10 +103,11 @@ def test_qread_trouble(queue3):
     p = run("qmail-qread", home)
     assert p.returncode == 0
     assert p.stdout == b"warning: trouble with #%d: file does not exist\n" % a
-    os.rmdir(os.path.join(q, "info", "5"))
+    d = 5 if a % 23 != 5 else 6             # an info/ split the message does not use
+    os.rmdir(os.path.join(q, "info", str(d)))
     p = run("qmail-qread", home)
     assert p.returncode == 111
-    assert p.stdout.endswith(b"fatal: unable to opendir info/5: file does not exist\n")
+    assert p.stdout.endswith(b"fatal: unable to opendir info/%d: file does not exist\n" % d)
 
 
 def test_qread_no_home(tmp_path):
