@@ -4,6 +4,7 @@ answers SMTP on loopback, qmailctl works on it, and stop leaves nothing."""
 import os
 import smtplib
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -30,7 +31,8 @@ def ps_tree():
 def demo(tmp_path):
     port = free_port()
     env = dict(os.environ, QTOOLS_NOINSTALL="1", QTOOLS_VENV=os.path.dirname(QBIN),
-               QTOOLS_DEMO=str(tmp_path / "demo"), QTOOLS_SMTP_PORT=str(port))
+               QTOOLS_DEMO=str(tmp_path / "demo"), QTOOLS_SMTP_PORT=str(port),
+               QTOOLS_SUBMISSION_PORT=str(free_port()))
     env.pop("QTOOLS_NOELIDE", None)
     p = subprocess.run(["sh", os.path.join(TOP, "run", "demo"), "start"], env=env,
                        capture_output=True, text=True, timeout=120)
@@ -48,6 +50,7 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
     # the seed's process tree, as ps shows it
     tree = ps_tree()
     for title in ("svscan %s/service" % d, "supervise qmail-smtpd", "supervise log",
+                  "supervise qmail-submission",
                   "supervise clear", "readproctitle service errors: ...",
                   "multilog t %s/log/smtpd" % d):
         assert title in tree, title
@@ -58,7 +61,6 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
         code, _ = s.ehlo("test")
         assert code == 250
         assert s.has_extn("starttls")
-        import ssl
         s.starttls(context=ssl._create_unverified_context())
         s.ehlo("test")
         s.sendmail("user@example.test", ["someone@somewhere.else.net"],
@@ -68,7 +70,24 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
                         timeout=30).stdout.splitlines()
     assert st[0].startswith("%s/service/qmail-smtpd: up (pid " % d), st
     assert st[1].startswith("%s/service/qmail-smtpd/log: up (pid " % d), st
-    assert st[-2:] == ["messages in queue: 1", "messages in queue but not yet preprocessed: 1"]
+    # the seed's submission test: 538 before TLS, 530 before AUTH, AUTH PLAIN
+    # after STARTTLS as the demo's vpopmail user, then relaying is allowed
+    sub = int(env["QTOOLS_SUBMISSION_PORT"])
+    with smtplib.SMTP("127.0.0.1", sub, timeout=20) as s:
+        s.ehlo("test")
+        assert not s.has_extn("auth")                  # FORCETLS: not before STARTTLS
+        assert s.docmd("AUTH", "PLAIN") == (538, b"auth not available without TLS (#5.3.3)")
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo("test")
+        assert s.has_extn("auth")
+        assert s.docmd("MAIL", "FROM:<demo@example.test>")[0] == 530
+        assert s.login("demo@example.test", "demo-secret")[0] == 235
+        s.sendmail("demo@example.test", ["someone@somewhere.net"],
+                   b"Subject: submission\r\n\r\nThe body.\r\n")
+    st = subprocess.run([str(d / "qmailctl"), "stat"], capture_output=True, text=True,
+                        timeout=30).stdout.splitlines()
+    assert st[2].startswith("%s/service/qmail-submission: up (pid " % d), st
+    assert st[-2:] == ["messages in queue: 2", "messages in queue but not yet preprocessed: 2"]
     # the log got tcpserver's lines
     wait_until(lambda: b"tcpserver: end " in (d / "log/smtpd/current").read_bytes(), 10,
                what="tcpserver log lines in multilog")
