@@ -89,9 +89,13 @@ def proc_state(pid):
 
 
 def cmdline(pid):
-    """argv as ps shows it: NULs to spaces, trailing NULs dropped."""
-    with open("/proc/%d/cmdline" % pid, "rb") as f:
-        return f.read().rstrip(b"\0").replace(b"\0", b" ")
+    """argv as ps shows it: NULs to spaces, trailing NULs dropped; b"" for a
+    process that has just gone (a listing of children can be stale)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().rstrip(b"\0").replace(b"\0", b" ")
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 def children(pid):
