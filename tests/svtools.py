@@ -117,7 +117,11 @@ def fdlink(pid, fd):
 
 
 def cwd(pid):
-    return os.readlink("/proc/%d/cwd" % pid)
+    """The working directory, or "" for a process that has just gone."""
+    try:
+        return os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        return ""
 
 
 class Proc:
