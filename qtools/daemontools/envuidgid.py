@@ -10,7 +10,7 @@ Exit codes: the child's; 100 usage (`envuidgid: usage: envuidgid account
 child`); 111 for `envuidgid: fatal: unknown account X` and
 `unable to run CHILD: ERR`.
 """
-from qtools.lib import pathexec, strerr
+from qtools.lib import account, pathexec, strerr
 
 PROG = "envuidgid"
 USAGE = "envuidgid account child"
@@ -22,12 +22,7 @@ preload = pathexec.chain_preload(2)    # the child's program is preloaded too
 def main(argv):
     if len(argv) < 3:
         strerr.die_usage(PROG, USAGE)
-    import pwd
-    account = argv[1]
-    try:
-        pw = pwd.getpwnam(account)
-    except (KeyError, ValueError):
-        strerr.die(111, PROG, "unknown account ", account)
+    pw = account.lookup(PROG, argv[1])
     pathexec.env("GID", str(pw.pw_gid))
     pathexec.env("UID", str(pw.pw_uid))
     try:

@@ -15,7 +15,7 @@ child`); 111 for `setuidgid: fatal: unknown account X`,
 """
 import os
 
-from qtools.lib import pathexec, strerr
+from qtools.lib import account, pathexec, strerr
 
 PROG = "setuidgid"
 USAGE = "setuidgid account child"
@@ -27,12 +27,7 @@ preload = pathexec.chain_preload(2)    # the child's program is preloaded too
 def main(argv):
     if len(argv) < 3:
         strerr.die_usage(PROG, USAGE)
-    import pwd
-    account = argv[1]
-    try:
-        pw = pwd.getpwnam(account)
-    except (KeyError, ValueError):
-        strerr.die(111, PROG, "unknown account ", account)
+    pw = account.lookup(PROG, argv[1])
     # with exec elision the child's module is imported here, while the Python
     # installation is still readable (it may not be for the account)
     pathexec.preload(argv[2:])
