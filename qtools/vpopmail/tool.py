@@ -69,6 +69,15 @@ def fail(code, text=None):
     raise SystemExit(code & 0xFF)
 
 
+def user_domain(email):
+    """(user, domain) of an address; a missing domain fails as vpopmail's
+    tools do (`Error: domain does not exist`)."""
+    user, domain = S.parse_email(email)
+    if not domain:
+        fail(S.VA_DOMAIN_DOES_NOT_EXIST)
+    return user, domain
+
+
 def run(prog, fn):
     """Call fn(); StoreError -> `Error: text`, TempFail -> 111."""
     try:

@@ -11,7 +11,7 @@ Exit codes: 0 ok, 100 usage, vpopmail's code modulo 256 after
 `Error: <text>` (246 `Error: User does not exist`, 245 `Error: Domain does
 not exist`), 111 store down.
 """
-from qtools.vpopmail import admin, tool, store as S
+from qtools.vpopmail import admin, tool
 
 PROG = "vdeluser"
 USAGE = "vdeluser [options] email_address"
@@ -31,9 +31,7 @@ def main(argv):
     st = tool.store()
 
     def work():
-        user, domain = S.parse_email(a["<email>"])
-        if not domain:
-            tool.fail(S.VA_DOMAIN_DOES_NOT_EXIST)
+        user, domain = tool.user_domain(a["<email>"])
         admin.vdeluser(st, user, domain)
         return 0
     try:

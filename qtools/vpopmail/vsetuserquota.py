@@ -9,7 +9,7 @@ new limit and the current usage.  -v prints the version.
 Exit codes: 0 ok, 100 usage, vpopmail's code modulo 256 after
 `Error: <text>`, 111 store down.
 """
-from qtools.vpopmail import admin, tool, store as S
+from qtools.vpopmail import admin, tool
 
 PROG = "vsetuserquota"
 USAGE = "vsetuserquota [options] email_address quota"
@@ -29,9 +29,7 @@ def main(argv):
     st = tool.store()
 
     def work():
-        user, domain = S.parse_email(a["<email>"])
-        if not domain:
-            tool.fail(S.VA_DOMAIN_DOES_NOT_EXIST)
+        user, domain = tool.user_domain(a["<email>"])
         admin.vsetuserquota(st, user, domain, a["<quota>"])
         return 0
     try:
