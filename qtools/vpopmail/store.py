@@ -46,6 +46,7 @@ MAX_PW_GECOS = 64
 MAX_PW_CLEAR_PASSWD = 128
 MAX_PW_DIR = 160
 MAX_PW_QUOTA = 20
+MAX_ALIAS_LINE = 160        # vpopmail.h; valias_insert refuses strlen >= MAX_ALIAS_LINE
 ATCHARS = "@%/"
 NULL_REMOTE_IP = "0.0.0.0"
 USE_POP, USE_APOP = 0, 1
@@ -201,6 +202,47 @@ def domain_valid(domain):
         if not (c in "-." or "0" <= c <= "9" or "a" <= c <= "z" or "A" <= c <= "Z"):
             return False
     return True
+
+
+def valias_name_ok(alias):
+    """Whether alias can name a virtual alias: vpopmail's username rules
+    (username_valid: no '/', ':', spaces, leading '.' or '-'), at most
+    MAX_PW_NAME characters, and not `default` (.qmail-default is the
+    domain's catch-all, never an alias file)."""
+    return (isinstance(alias, str) and 0 < len(alias) <= MAX_PW_NAME and alias != "default"
+            and username_valid(alias))
+
+
+def check_valias(alias, domain, line=None):
+    """StoreError unless alias, domain and line (when given) are fit to
+    store: the checks valias_insert() makes, plus qtools' own (no newline,
+    CR or NUL inside a line: one line must stay one delivery
+    instruction)."""
+    if not isinstance(alias, str) or len(alias) > MAX_PW_NAME:
+        raise StoreError(VA_USER_NAME_TOO_LONG)
+    if not valias_name_ok(alias):
+        raise StoreError(VA_ILLEGAL_USERNAME)
+    if not domain or len(domain) > MAX_PW_DOMAIN:
+        raise StoreError(VA_DOMAIN_NAME_TOO_LONG if domain else VA_INVALID_DOMAIN_NAME)
+    if not domain_valid(domain):
+        raise StoreError(VA_INVALID_DOMAIN_NAME)
+    if line is not None:
+        if len(line) >= MAX_ALIAS_LINE:
+            raise StoreError(VA_ALIAS_LINE_TOO_LONG)
+        if not line.strip(" ") or any(c in line for c in "\n\r\0"):
+            raise StoreError(VA_BAD_CHAR)
+
+
+def valias_line(line):
+    """The line as stored: leading spaces dropped (vmysql.c valias_insert),
+    trailing blanks too (qmail-local ignores them)."""
+    return line.lstrip(" ").rstrip(" \t")
+
+
+def valias_file(alias):
+    """`.qmail-<alias>` with '.' stored as ':' (vpalias.c, as qmail-local
+    looks extensions up)."""
+    return ".qmail-" + alias.replace(".", ":")
 
 
 def default_domain():
@@ -362,6 +404,39 @@ class Store:
                 os.unlink(os.path.join(a.dir, ".qmailadmin-limits"))
             except FileNotFoundError:
                 pass
+
+    # -- virtual aliases (vpopmail's valias_* calls).  alias is the local
+    # part, domain the real domain; lines keep their order.  Writes raise
+    # StoreError for a bad name or line (check_valias), TempFail when the
+    # store cannot be reached.
+    def valias_select(self, alias, domain):
+        """The delivery lines of alias@domain, in order; [] when none (or
+        when the name could never be an alias)."""
+        raise NotImplementedError
+
+    def valias_insert(self, alias, domain, line):
+        """Append one line."""
+        raise NotImplementedError
+
+    def valias_remove(self, alias, domain, line):
+        """Drop the lines equal to line; the alias goes when none is left."""
+        raise NotImplementedError
+
+    def valias_delete(self, alias, domain):
+        """Drop the alias and all its lines."""
+        raise NotImplementedError
+
+    def valias_select_all(self, domain):
+        """[(alias, line)] of the domain: aliases sorted by name
+        (valias_select_names' order), lines in their order."""
+        raise NotImplementedError
+
+    def aliasdomain_add(self, alias, domain):
+        """Record an alias domain where the store keeps them (sagredo's
+        sql-aliasdomains: the MySQL `aliasdomains` table); files: nothing."""
+
+    def aliasdomain_del(self, alias):
+        pass
 
     def setflags(self, pw, domain):
         """vlimits_setflags: pw.flags = pw.gid | the domain's limit flags,

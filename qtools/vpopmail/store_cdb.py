@@ -8,6 +8,15 @@ lock writers hold.  Lookups read vpasswd.cdb only (vpasswd when the cdb is
 missing).  Last authentication: `<userdir>/lastauth` holds the IP, its mtime
 the time (vcdb.c set_lastauth).  Domain limits are the files of
 store.file_limits().
+
+Virtual aliases (vpopmail without --enable-valias, vpalias.c): one file per
+alias in the domain directory, `.qmail-<alias>` with '.' stored as ':', one
+delivery line per line (`&addr` forwards, `|prog`, `/maildir/`), which
+qmail-local reads itself.  Written as a whole under vpasswd.lock (temporary
+file, fsync, rename, fsync of the directory), mode 0600, owned by the
+domain's uid/gid; an alias left without lines is removed (an empty dot-qmail
+file would mean default delivery).  A symbolic link (an ezmlm list) is read
+through, listed once by its base name, deleted as a link, never written.
 """
 import errno
 import os
@@ -214,6 +223,138 @@ class CdbStore(S.Store):
         return t, ip
 
 
+    # -- virtual aliases: .qmail-<alias> files (vpalias.c)
+    MAX_ALIAS_FILE = 1 << 20
+
+    def _alias_path(self, alias, domain, write):
+        """(Assign, path) of the alias file; writes need a valid name and an
+        existing domain (StoreError), reads get (None, None) for either."""
+        if write:
+            S.check_valias(alias, domain)
+        elif not S.valias_name_ok(alias) or not domain or not S.domain_valid(domain):
+            return None, None
+        a = S.get_assign(domain)
+        if a is None:
+            if write:
+                raise StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+            return None, None
+        return a, os.path.join(a.dir, S.valias_file(alias))
+
+    def _alias_lines(self, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read(self.MAX_ALIAS_FILE + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return []
+        except OSError as e:
+            raise TempFail("unable to read %s: %s" % (path, e))
+        if len(data) > self.MAX_ALIAS_FILE:
+            raise TempFail("unable to read %s: file too large" % path)
+        return [S._decode(x) for x in data.split(b"\n") if x]
+
+    def valias_select(self, alias, domain):
+        a, path = self._alias_path(alias, domain, False)
+        return self._alias_lines(path) if path else []
+
+    def _alias_rewrite(self, alias, domain, edit):
+        """edit(lines) -> new lines, under vpasswd.lock; the file is
+        replaced atomically, or removed when no line is left."""
+        import fcntl
+        a, path = self._alias_path(alias, domain, True)
+        d = a.dir
+        if os.path.islink(path):
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE,
+                             "%s is a symbolic link (a mailing list?): not changed" % path)
+        old = os.umask(0o077)
+        try:
+            try:
+                lock = os.open(os.path.join(d, VPASSWD_LOCK), os.O_WRONLY | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                raise StoreError(S.VA_BAD_V_DIR)
+            except OSError as e:
+                raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to open %s/%s: %s"
+                                 % (d, VPASSWD_LOCK, e))
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX)
+                lines = edit(self._alias_lines(path))
+                if lines:
+                    _replace_file(path, b"".join(S._encode(x) + b"\n" for x in lines),
+                                  a.uid, a.gid)
+                else:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        return
+                _fsync_dir(d)
+            except OSError as e:
+                raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to update %s: %s"
+                                 % (path, e))
+            finally:
+                os.close(lock)
+        finally:
+            os.umask(old)
+
+    def valias_insert(self, alias, domain, line):
+        line = S.valias_line(line)
+        S.check_valias(alias, domain, line)
+        self._alias_rewrite(alias, domain, lambda lines: lines + [line])
+
+    def valias_remove(self, alias, domain, line):
+        line = S.valias_line(line)
+        S.check_valias(alias, domain, line)
+        self._alias_rewrite(alias, domain, lambda lines: [x for x in lines if x != line])
+
+    def valias_delete(self, alias, domain):
+        a, path = self._alias_path(alias, domain, True)
+        try:
+            os.unlink(path)                         # a list's symlink goes as a link
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "%s is a directory" % path)
+        except OSError as e:
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to remove %s: %s" % (path, e))
+        try:
+            _fsync_dir(a.dir)
+        except OSError:
+            pass
+
+    def valias_names(self, domain):
+        """valias_select_names(): the alias names of the domain's .qmail-*
+        files (not .qmail-default; of a symlinked list only the base name),
+        ':' read as '.', sorted case-insensitively."""
+        a = S.get_assign(domain) if domain and S.domain_valid(domain) else None
+        if a is None:
+            return []
+        try:
+            names = os.listdir(a.dir)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise TempFail("unable to read %s: %s" % (a.dir, e))
+        out = []
+        for n in names:
+            if not n.startswith(".qmail-") or n == ".qmail-default":
+                continue
+            if os.path.islink(os.path.join(a.dir, n)) and ("-default" in n or "-owner" in n):
+                continue
+            alias = n[7:].replace(":", ".")
+            if S.valias_name_ok(alias):
+                out.append(alias)
+        out.sort(key=lambda x: (x.lower(), x))
+        return out
+
+    def valias_select_all(self, domain):
+        a = S.get_assign(domain) if domain and S.domain_valid(domain) else None
+        if a is None:
+            return []
+        out = []
+        for alias in self.valias_names(domain):
+            for line in self._alias_lines(os.path.join(a.dir, S.valias_file(alias))):
+                out.append((alias, line))
+        return out
+
+
 def make_vpasswd_cdb(d, lines=None):
     """vpasswd.cdb from vpasswd's lines: key name, value the rest of the
     line, in file order (make_vpasswd_cdb in vcdb.c); tmp, fsync, rename."""
@@ -231,6 +372,36 @@ def make_vpasswd_cdb(d, lines=None):
     m.finish()
     os.chmod(tmp, 0o600)
     os.rename(tmp, os.path.join(d, VPASSWD_CDB))
+
+
+def _replace_file(path, data, uid, gid):
+    """data as path, atomically: a temporary file in the same directory
+    (a name no user or alias can have), mode 0600, owned by uid/gid,
+    fsync, rename; the caller fsyncs the directory."""
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, ".valias.tmp.%d" % os.getpid())
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o600)
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
 
 
 def _write_file(path, data, sync=True, mode=0o600):

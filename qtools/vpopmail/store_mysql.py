@@ -13,7 +13,11 @@ pw_clear_passwd); with $VPOPMAIL_MANY_DOMAINS=0 each domain has its own
 table, named after the domain with '.' and '-' as '_'.  `lastauth` (user,
 domain, remote_ip, timestamp) records logins; `limits` (ENABLE_MYSQL_LIMITS)
 holds domain limits, and when it is missing or has no row for the domain
-the limit files of store.file_limits() are read.  A missing pw_clear_passwd
+the limit files of store.file_limits() are read.  `valias` (vpopmail's
+DEFAULT_DELIVERY layout: id, valias_type, alias, domain, valias_line, copy)
+holds virtual aliases, one row per delivery line, read in id order;
+`aliasdomains` (alias, domain) the alias domains (sagredo's
+sql-aliasdomains).  Both are created on first use.  A missing pw_clear_passwd
 column (a build without CLEAR_PASS) is tolerated.
 
 Driver: MySQLdb (mysqlclient) if importable, else PyMySQL, always with
@@ -44,6 +48,15 @@ LASTAUTH_LAYOUT = (
     "user VARCHAR(32) NOT NULL, domain VARCHAR(96) NOT NULL, "
     "remote_ip VARCHAR(39) NOT NULL, timestamp INT DEFAULT 0 NOT NULL, "
     "PRIMARY KEY (user, domain)")
+VALIAS_LAYOUT = (
+    "id INT(11) PRIMARY KEY AUTO_INCREMENT, "
+    "valias_type TINYINT(1) NOT NULL DEFAULT 1 COMMENT '1=forwarder 0=lda', "
+    "alias VARCHAR(32) NOT NULL, domain VARCHAR(96) NOT NULL, valias_line TEXT NOT NULL, "
+    "copy TINYINT(1) NOT NULL DEFAULT 0 COMMENT '0=redirect 1=copy&redirect', "
+    "INDEX (alias, domain, valias_type), INDEX (alias, domain)")
+VALIAS_ALIAS_MAX = 32       # the alias column
+ALIASDOMAINS_LAYOUT = (
+    "alias VARCHAR(100) NOT NULL, domain VARCHAR(100) NOT NULL, PRIMARY KEY (alias)")
 LIMIT_COLUMNS = (
     "maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
     "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
@@ -366,6 +379,83 @@ class MysqlStore(S.Store):
         self._quiet("DELETE FROM `limits` WHERE domain = %s", (domain,))
         S.Store.del_limits(self, domain)
 
+    # -- virtual aliases: the valias table (vmysql.c, VALIAS builds)
+    def _valias_run(self, sql, args, update=False):
+        """A valias statement; the table is created when missing, as
+        vmysql.c's vcreate_valias_table() retry does."""
+        try:
+            return self._run(sql, args, update=update, fetch=not update)
+        except SchemaError as e:
+            if _code(e) != ER_NO_SUCH_TABLE:
+                raise TempFail("MySQL: %s" % _errtext(e))
+        self._run("CREATE TABLE IF NOT EXISTS `valias` ( %s )" % VALIAS_LAYOUT, update=True,
+                  fetch=False)
+        try:
+            return self._run(sql, args, update=update, fetch=not update)
+        except SchemaError as e:
+            raise TempFail("MySQL: %s" % _errtext(e))
+
+    def _valias_check(self, alias, domain, line=None):
+        S.check_valias(alias, domain, line)
+        if len(alias) > VALIAS_ALIAS_MAX:
+            raise StoreError(S.VA_USER_NAME_TOO_LONG,
+                             "alias name too long (max=%d)" % VALIAS_ALIAS_MAX)
+
+    def valias_select(self, alias, domain):
+        if not S.valias_name_ok(alias) or len(alias) > VALIAS_ALIAS_MAX or not domain:
+            return []
+        rows = self._valias_run("SELECT valias_line FROM `valias` WHERE alias = %s AND "
+                                "domain = %s ORDER BY id", (alias, domain))
+        return [_s(r[0]) for r in rows]
+
+    def valias_insert(self, alias, domain, line):
+        line = S.valias_line(line)
+        self._valias_check(alias, domain, line)
+        self._valias_run("INSERT INTO `valias` (alias, domain, valias_line) VALUES "
+                         "(%s, %s, %s)", (alias, domain, line), update=True)
+
+    def valias_remove(self, alias, domain, line):
+        line = S.valias_line(line)
+        self._valias_check(alias, domain, line)
+        self._valias_run("DELETE FROM `valias` WHERE alias = %s AND valias_line = %s AND "
+                         "domain = %s", (alias, line, domain), update=True)
+
+    def valias_delete(self, alias, domain):
+        self._valias_check(alias, domain)
+        self._valias_run("DELETE FROM `valias` WHERE alias = %s AND domain = %s",
+                         (alias, domain), update=True)
+
+    def valias_names(self, domain):
+        rows = self._valias_run("SELECT DISTINCT alias FROM `valias` WHERE domain = %s",
+                                (domain,))
+        return sorted((_s(r[0]) for r in rows), key=lambda x: (x.lower(), x))
+
+    def valias_select_all(self, domain):
+        rows = self._valias_run("SELECT alias, valias_line FROM `valias` WHERE domain = %s "
+                                "ORDER BY id", (domain,))
+        by = {}
+        for alias, line in rows:
+            by.setdefault(_s(alias), []).append(_s(line))
+        return [(a, x) for a in sorted(by, key=lambda x: (x.lower(), x)) for x in by[a]]
+
+    def valias_delete_domain(self, domain):
+        """valias_delete_domain(): every alias of the domain."""
+        self._valias_run("DELETE FROM `valias` WHERE domain = %s", (domain,), update=True)
+
+    # -- alias domains: sagredo's sql-aliasdomains table
+    def aliasdomain_add(self, alias, domain):
+        sql = "REPLACE INTO `aliasdomains` (alias, domain) VALUES (%s, %s)"
+        try:
+            self._run(sql, (alias, domain), update=True, fetch=False)
+        except SchemaError as e:
+            if _code(e) != ER_NO_SUCH_TABLE:
+                raise TempFail("MySQL: %s" % _errtext(e))
+            self._run("CREATE TABLE IF NOT EXISTS `aliasdomains` ( %s )" % ALIASDOMAINS_LAYOUT,
+                      update=True, fetch=False)
+            self._run(sql, (alias, domain), update=True, fetch=False)
+
+    def aliasdomain_del(self, alias):
+        self._quiet("DELETE FROM `aliasdomains` WHERE alias = %s", (alias,))
 
 class _Retry(Exception):
     pass
