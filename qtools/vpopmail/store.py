@@ -438,6 +438,38 @@ class Store:
     def aliasdomain_del(self, alias):
         pass
 
+    # -- bulk loads for vconvert: records stored exactly as given
+    def replace_users(self, domain, users):
+        """Make the domain's users exactly users (every field as given,
+        the clear password included), in one step where the store allows."""
+        raise NotImplementedError
+
+    def put_lastauth(self, pw, domain, t, ip):
+        """A lastauth record with its own time (set_lastauth uses now)."""
+        raise NotImplementedError
+
+    def valias_load(self, domain, rows):
+        """Each alias named in rows [(alias, line)] gets exactly those
+        lines (see the backends for the aliases rows do not name)."""
+        raise NotImplementedError
+
+    def explicit_limits(self, domain):
+        """The domain's own limits (a row, a .qmailadmin-limits file), or
+        None when it has none and the defaults apply."""
+        a = get_assign(domain)
+        lim = Limits()
+        if a and read_limits_file(os.path.join(a.dir, ".qmailadmin-limits"), lim):
+            return lim
+        return None
+
+    def set_limits(self, domain, lim):
+        """Store the domain's limits: .qmailadmin-limits as
+        vlimits_write_limits_file() writes it."""
+        a = get_assign(domain)
+        if a is None:
+            raise StoreError(VA_DOMAIN_DOES_NOT_EXIST)
+        write_limits_file(os.path.join(a.dir, ".qmailadmin-limits"), lim, a.uid, a.gid)
+
     def setflags(self, pw, domain):
         """vlimits_setflags: pw.flags = pw.gid | the domain's limit flags,
         unless the user has V_OVERRIDE."""
@@ -512,6 +544,29 @@ def read_limits_file(path, lim):
         elif key in _FILE_FLAGS:
             lim.values[_FILE_FLAGS[key]] = 1
     return True
+
+
+def write_limits_file(path, lim, uid=-1, gid=-1):
+    """vlimits_write_limits_file(): `key: value` lines, then the flag
+    keywords that are set; temporary file, fsync, rename, mode 0600."""
+    v = lim.values
+    lines = ["%s: %d" % (k, v[key]) for k, key in _FILE_KEYS.items()]
+    lines += [k for k, key in _FILE_FLAGS.items() if v.get(key)]
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        data = _encode("".join(x + "\n" for x in lines))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError:
+            pass
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _atoi_signed(s):

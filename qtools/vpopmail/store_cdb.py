@@ -223,6 +223,34 @@ class CdbStore(S.Store):
         return t, ip
 
 
+    # -- bulk loads (vconvert)
+    def replace_users(self, domain, users):
+        """vpasswd and vpasswd.cdb rewritten at once (sql_to_cdb wrote
+        vpasswd alone and left the cdb stale)."""
+        keep_clear = S.clear_passwords()
+        lines = sorted((S._encode(format_line(pw, keep_clear or bool(pw.clear)))
+                        for pw in users), key=lambda x: x.split(b":", 1)[0])
+        self._rewrite(domain, lambda old: lines)
+
+    def put_lastauth(self, pw, domain, t, ip):
+        self.set_lastauth(pw, domain, ip)
+        if pw.dir and t:
+            try:
+                os.utime(os.path.join(pw.dir, "lastauth"), (t, t))
+            except OSError as e:
+                raise TempFail("unable to set the time of %s/lastauth: %s" % (pw.dir, e))
+
+    def valias_load(self, domain, rows):
+        """Each named alias file is replaced as a whole; other .qmail-*
+        files (mailing lists, hand-made dot-qmail files) are left alone."""
+        by = {}
+        for alias, line in rows:
+            by.setdefault(alias, []).append(S.valias_line(line))
+        for alias, lines in by.items():
+            for x in lines:
+                S.check_valias(alias, domain, x)
+            self._alias_rewrite(alias, domain, lambda old, lines=lines: lines)
+
     # -- virtual aliases: .qmail-<alias> files (vpalias.c)
     MAX_ALIAS_FILE = 1 << 20
 

@@ -57,6 +57,27 @@ VALIAS_LAYOUT = (
 VALIAS_ALIAS_MAX = 32       # the alias column
 ALIASDOMAINS_LAYOUT = (
     "alias VARCHAR(100) NOT NULL, domain VARCHAR(100) NOT NULL, PRIMARY KEY (alias)")
+LIMITS_LAYOUT = (
+    "domain VARCHAR(96) PRIMARY KEY, maxpopaccounts INT(10) NOT NULL DEFAULT -1, "
+    "maxaliases INT(10) NOT NULL DEFAULT -1, maxforwards INT(10) NOT NULL DEFAULT -1, "
+    "maxautoresponders INT(10) NOT NULL DEFAULT -1, "
+    "maxmailinglists INT(10) NOT NULL DEFAULT -1, "
+    "diskquota BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "maxmsgcount BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "defaultquota BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "defaultmaxmsgcount BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "disable_pop TINYINT(1) NOT NULL DEFAULT 0, disable_imap TINYINT(1) NOT NULL DEFAULT 0, "
+    "disable_dialup TINYINT(1) NOT NULL DEFAULT 0, "
+    "disable_passwordchanging TINYINT(1) NOT NULL DEFAULT 0, "
+    "disable_webmail TINYINT(1) NOT NULL DEFAULT 0, "
+    "disable_relay TINYINT(1) NOT NULL DEFAULT 0, disable_smtp TINYINT(1) NOT NULL DEFAULT 0, "
+    "disable_spamassassin TINYINT(1) NOT NULL DEFAULT 0, "
+    "delete_spam TINYINT(1) NOT NULL DEFAULT 0, disable_maildrop TINYINT(1) NOT NULL DEFAULT 0, "
+    "perm_account TINYINT(2) NOT NULL DEFAULT 0, perm_alias TINYINT(2) NOT NULL DEFAULT 0, "
+    "perm_forward TINYINT(2) NOT NULL DEFAULT 0, "
+    "perm_autoresponder TINYINT(2) NOT NULL DEFAULT 0, "
+    "perm_maillist TINYINT(4) NOT NULL DEFAULT 0, perm_quota TINYINT(2) NOT NULL DEFAULT 0, "
+    "perm_defaultquota TINYINT(2) NOT NULL DEFAULT 0")
 LIMIT_COLUMNS = (
     "maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
     "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
@@ -400,6 +421,8 @@ class MysqlStore(S.Store):
         if len(alias) > VALIAS_ALIAS_MAX:
             raise StoreError(S.VA_USER_NAME_TOO_LONG,
                              "alias name too long (max=%d)" % VALIAS_ALIAS_MAX)
+        if S.get_assign(domain) is None:            # as the file store: no domain, no alias
+            raise StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
 
     def valias_select(self, alias, domain):
         if not S.valias_name_ok(alias) or len(alias) > VALIAS_ALIAS_MAX or not domain:
@@ -441,6 +464,117 @@ class MysqlStore(S.Store):
     def valias_delete_domain(self, domain):
         """valias_delete_domain(): every alias of the domain."""
         self._valias_run("DELETE FROM `valias` WHERE domain = %s", (domain,), update=True)
+
+    # -- bulk loads (vconvert): one transaction each, so a server that goes
+    # away half-way leaves the tables as they were
+    def _transaction(self, statements):
+        """Run [(sql, args)] in one transaction on the update server;
+        TempFail (after a rollback) on any error."""
+        db = driver()
+        conn = self._conn(True)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute("START TRANSACTION")
+                for sql, args in statements:
+                    cur.execute(sql, args)
+            finally:
+                cur.close()
+            conn.commit()
+        except db.Error as e:
+            try:
+                conn.rollback()
+            except db.Error:
+                pass
+            if _code(e) in (ER_NO_SUCH_TABLE, ER_BAD_FIELD):
+                raise SchemaError(*e.args)
+            self._drop(conn)
+            raise TempFail("MySQL: %s" % _errtext(e))
+
+    def replace_users(self, domain, users):
+        self.create_tables(domain)
+        while True:
+            cols = ["pw_name"] + (["pw_domain"] if self.many else []) + [
+                "pw_passwd", "pw_uid", "pw_gid", "pw_gecos", "pw_dir", "pw_shell"]
+            if self.has_clear:
+                cols.append("pw_clear_passwd")
+            sql = "REPLACE INTO `%s` (%s) VALUES (%s)" % (
+                self._table(domain), ", ".join(cols), ", ".join(["%s"] * len(cols)))
+            stmts = []
+            for pw in users:
+                vals = [pw.name] + ([domain] if self.many else []) + [
+                    pw.passwd, pw.uid, pw.gid, pw.gecos, pw.dir, pw.shell]
+                if self.has_clear:
+                    vals.append(pw.clear)
+                stmts.append((sql, tuple(vals)))
+            names = [pw.name for pw in users]
+            where = "pw_domain = %s" if self.many else "1 = 1"
+            args = (domain,) if self.many else ()
+            if names:
+                where += " AND pw_name NOT IN (%s)" % ", ".join(["%s"] * len(names))
+                args += tuple(names)
+            stmts.append(("DELETE FROM `%s` WHERE %s" % (self._table(domain), where), args))
+            try:
+                self._transaction(stmts)
+                return
+            except SchemaError as e:
+                if _code(e) == ER_BAD_FIELD and self.has_clear:
+                    self.has_clear = False          # built without CLEAR_PASS
+                    continue
+                raise TempFail("MySQL: %s" % _errtext(e))
+
+    def put_lastauth(self, pw, domain, t, ip):
+        self._write("REPLACE INTO `lastauth` (user, domain, remote_ip, timestamp) "
+                    "VALUES (%s, %s, %s, %s)", (pw.name, domain, ip, int(t)), domain)
+
+    def valias_load(self, domain, rows):
+        """The domain's rows become exactly rows (the table holds the
+        domain's whole alias set)."""
+        rows = [(a, S.valias_line(x)) for a, x in rows]
+        for a, x in rows:
+            self._valias_check(a, domain, x)
+        stmts = [("DELETE FROM `valias` WHERE domain = %s", (domain,))]
+        stmts += [("INSERT INTO `valias` (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                   (a, domain, x)) for a, x in rows]
+        for attempt in (0, 1):
+            try:
+                self._transaction(stmts)
+                return
+            except SchemaError as e:
+                if attempt or _code(e) != ER_NO_SUCH_TABLE:
+                    raise TempFail("MySQL: %s" % _errtext(e))
+                self._run("CREATE TABLE IF NOT EXISTS `valias` ( %s )" % VALIAS_LAYOUT,
+                          update=True, fetch=False)
+
+    def explicit_limits(self, domain):
+        """The domain's row in `limits` (None without one)."""
+        try:
+            rows = self._run("SELECT %s FROM `limits` WHERE domain = %s"
+                             % (", ".join(LIMIT_COLUMNS), "%s"), (domain,))
+        except SchemaError:
+            return None
+        if not rows:
+            return None
+        lim = S.Limits()
+        for k, v in zip(LIMIT_COLUMNS, rows[0]):
+            lim.values[k] = _int(v)
+        return lim
+
+    def set_limits(self, domain, lim):
+        """A `limits` row (vmysql.c vset_limits; the table is created with
+        vpopmail's layout when missing)."""
+        sql = "REPLACE INTO `limits` (domain, %s) VALUES (%s)" % (
+            ", ".join(LIMIT_COLUMNS), ", ".join(["%s"] * (len(LIMIT_COLUMNS) + 1)))
+        args = (domain,) + tuple(lim.values.get(k, 0) for k in LIMIT_COLUMNS)
+        try:
+            self._run(sql, args, update=True, fetch=False)
+        except SchemaError as e:
+            if _code(e) != ER_NO_SUCH_TABLE:
+                raise TempFail("MySQL: %s" % _errtext(e))
+            self._run("CREATE TABLE IF NOT EXISTS `limits` ( %s )" % LIMITS_LAYOUT,
+                      update=True, fetch=False)
+            self._run(sql, args, update=True, fetch=False)
+        self.has_limits = True
 
     # -- alias domains: sagredo's sql-aliasdomains table
     def aliasdomain_add(self, alias, domain):
