@@ -366,3 +366,117 @@ def test_disk_full(small_fs, mode):
         assert_empty(qdir(home))
         assert send(srv).startswith(b"250 ok ")
     assert len(queued(home)) == 1
+
+
+# -- Authentication-Results (sagredo's qmail-queue, from QMAILAUTHENTICATED) ----
+
+def headers(msg):
+    """The lines before smtpd's Received line: qmail-queue's own."""
+    lines = msg.split(b"\n")
+    i = next(k for k, x in enumerate(lines) if x.startswith(b"Received: from "))
+    assert lines[0].startswith(b"Received: (qmail ") and lines[i + 1].startswith(b"  by ")
+    j = i + 3 if lines[i + 2].startswith(b"Received-SPF: ") else i + 2
+    return lines[1:i], b"\n".join(lines[j:])
+
+
+def test_authentication_results_from_spf(mode, tmp_path):
+    """spfbehavior 1: qmail-smtpd's SPF verdict goes to qmail-queue in
+    QMAILAUTHENTICATED and comes back as the line after qmail-queue's
+    Received line, authserv-id control/authservid (else control/me); a value
+    the session started with goes first."""
+    from qtools.qmail import spf
+    home = make_home(tmp_path, spfbehavior="1\n")
+    with server(mode, home, tmp_path, QMAILAUTHENTICATED=None) as srv:
+        assert re.match(rb"250 ok \d+ qp \d+\r\n$", send(srv))
+    with open(os.path.join(home, "control", "authservid"), "w") as f:
+        f.write("auth.example.test\n")
+    with server(mode, home, tmp_path, name="env", QMAILAUTHENTICATED="iprev=pass") as srv:
+        assert re.match(rb"250 ok \d+ qp \d+\r\n$", send(srv, sender=b"c@d.test"))
+    r = spf.check(b"a@b.test", b"client.test", b"127.0.0.1", b"127.0.0.1", lambda: ())
+    got = sorted((headers(m) for m, _ in queued(home)), key=lambda h: len(h[0]))
+    assert got[0] == ([b"Authentication-Results: mx.example.test;",
+                       b"\tspf=" + r.authinfo()], STORED)
+    assert r.authinfo().startswith(b"pass (") and r.authinfo().endswith(b" smtp.mailfrom=a@b.test")
+    r = spf.check(b"c@d.test", b"client.test", b"127.0.0.1", b"127.0.0.1", lambda: ())
+    assert got[1] == ([b"Authentication-Results: auth.example.test;", b"\tiprev=pass;",
+                       b"\tspf=" + r.authinfo()], STORED)
+
+
+def test_authentication_results_in_an_authd_session(mode, tmp_path):
+    """After AUTH the client relays: no SPF check, so the line carries only
+    what QMAILAUTHENTICATED held (tcprules may set it); without it there is
+    no line (sagredo's AUTH does not set QMAILAUTHENTICATED)."""
+    from smtpdtools import checkpassword
+    import base64
+    cp, _ = checkpassword(tmp_path)
+    home = make_home(tmp_path, spfbehavior="1\n")
+
+    def authd(name, **extra):
+        with server(mode, home, tmp_path, args=(cp, "true"), name=name, SMTPAUTH="",
+                    FORCETLS="0", **extra) as srv:
+            c = connect(srv)
+            assert c.cmd(b"EHLO client.test").startswith(b"250-")
+            assert c.cmd(b"AUTH PLAIN " + base64.b64encode(b"\0u@example.test\0good")) == \
+                b"235 ok, go ahead (#2.0.0)\r\n"
+            assert c.cmd(b"MAIL FROM:<u@example.test>") == b"250 ok\r\n"
+            assert c.cmd(b"RCPT TO:<far@remote.test>") == b"250 ok\r\n"
+            assert c.cmd(b"DATA") == b"354 go ahead\r\n"
+            c.send(BODY + b".\r\n")
+            assert re.match(rb"250 ok \d+ qp \d+\r\n$", c.reply())
+            c.close()
+
+    authd("plain", QMAILAUTHENTICATED=None)
+    assert [headers(m) for m, _ in queued(home)] == [([], STORED)]
+    shutil.rmtree(os.path.join(home, "queue"))
+    from qqtools import mkqueue
+    mkqueue(home)
+    authd("env", QMAILAUTHENTICATED="auth=pass smtp.auth=u@example.test")
+    assert [headers(m) for m, _ in queued(home)] == [
+        ([b"Authentication-Results: mx.example.test;", b"\tauth=pass smtp.auth=u@example.test"],
+         STORED)]
+
+
+@pytest.mark.parametrize("how", ["exec", "smtpd"])
+def test_authentication_results_stays_one_header(mode, tmp_path, how):
+    """Line breaks in QMAILAUTHENTICATED are folded (a line that does not
+    start with a blank gets a tab; empty lines and CRs go): no header or
+    body can be injected.  No authserv-id (no authservid, no me): no line.
+    An unreadable control/authservid: exit 55, nothing queued."""
+    from qqtools import envelope, run_qq
+    home = make_home(tmp_path)
+    evil = "spf=pass;\r\nX-Injected: 1\n\n\tdkim=none\n"
+    want = [b"Authentication-Results: mx.example.test;", b"\tspf=pass;", b"\tX-Injected: 1",
+            b"\tdkim=none"]
+
+    def one(name, expect=0):
+        if how == "exec":
+            code, _ = run_qq(home, b"Subject: q\n\nbody\n", envelope(b"a@b.test", [b"u@x.test"]),
+                             str(tmp_path), mode, {"QMAILAUTHENTICATED": evil})
+            assert code == expect
+            return
+        with server(mode, home, tmp_path, name=name, QMAILAUTHENTICATED=evil) as srv:
+            r = send(srv)
+            if expect:
+                assert r == b"451 qq unable to read configuration (#4.3.0)\r\n"
+            else:
+                assert re.match(rb"250 ok \d+ qp \d+\r\n$", r)
+
+    def first_lines():
+        (m, _), = queued(home)
+        shutil.rmtree(os.path.join(home, "queue"))
+        from qqtools import mkqueue
+        mkqueue(home)
+        lines = m.split(b"\n")
+        i = next(k for k, x in enumerate(lines) if not x.startswith((b"Auth", b"\t")) and k)
+        return lines[1:i]
+
+    one("evil")
+    assert first_lines() == want
+    os.unlink(os.path.join(home, "control", "me"))
+    with open(os.path.join(home, "control", "smtpgreeting"), "w") as f:
+        f.write("mx.example.test\n")
+    one("noid")
+    assert first_lines() == []
+    os.mkdir(os.path.join(home, "control", "authservid"))
+    one("unreadable", 55)
+    assert_empty(qdir(home))

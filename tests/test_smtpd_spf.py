@@ -104,6 +104,10 @@ def by_subject(home):
     for msg, env in queued(home):
         lines = msg.split(b"\n")
         assert lines[0].startswith(b"Received: (qmail ")
+        if lines[1].startswith(b"Authentication-Results: "):   # qmail-queue's (QMAILAUTHENTICATED)
+            del lines[1]
+            while lines[1][:1] == b"\t":
+                del lines[1]
         assert lines[1].startswith(b"Received: from ") and lines[2].startswith(b"  by ")
         subj = [x for x in lines if x.startswith(b"Subject: ")][0][9:]
         out[subj] = (lines[3] if lines[3].startswith(b"Received-SPF: ") else None, env)

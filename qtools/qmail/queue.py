@@ -11,6 +11,17 @@ extra `\\0`; the null sender is `F\\0`.  Every address (and its \\0) must fit in
 (`invoked by alias`, `invoked from network` or `invoked for bounce` when the
 real uid is that of alias, qmaild or qmails).  It prints no diagnostics.
 
+Authentication-Results (sagredo's qmail-queue): when $QMAILAUTHENTICATED is
+set and not empty (qmail-smtpd puts its SPF verdict there, `spf=<result>
+smtp.mailfrom=<sender>`, after any value the session started with), the
+Received line is followed by
+    Authentication-Results: <authserv-id>;
+    \t<QMAILAUTHENTICATED>
+with authserv-id the first line of control/authservid, else of control/me
+(neither: no such line).  A line break in the value not followed by a blank
+gets a tab, empty lines and CRs are dropped: it stays one header field.  A
+control file that exists but cannot be read: exit 55.
+
 The steps are qmail-queue.c's, with durability qmail left to BSD's
 synchronous directory updates made explicit for Linux:
  1. umask 033, chdir $QMAILHOME (61) and queue (62), alarm 24 h (52).
@@ -44,6 +55,7 @@ of CPU here, as much as the rest of qmail-queue's work.
 
 Exit codes: 0 queued; 11 address too long; 51 out of memory; 52 timeout;
 53 write error or disk full; 54 unable to read the message or envelope;
+55 unable to read control/authservid or control/me;
 61 trouble with $QMAILHOME; 62 queue; 63 queue/pid; 64 queue/mess;
 65 queue/intd; 66 queue/todo; 81 internal bug; 91 envelope format error.
 """
@@ -160,9 +172,10 @@ class Queuer:
         starttime = int(time.time())
         signal.signal(signal.SIGALRM, self.alarm)
         signal.alarm(DEATH)
+        authres = authentication_results(qlib.qmailhome())
 
         # 2. pid file -> mess/<n%23>/<n>
-        received = self.begin(mypid, uid, starttime)
+        received = self.begin(mypid, uid, starttime) + authres
 
         # 3. Received line, then the message, streamed
         first = True
@@ -323,6 +336,38 @@ class Queuer:
         del out[:]
 
 
+def authentication_results(home):
+    """sagredo's Authentication-Results line, from $QMAILAUTHENTICATED (set
+    by qmail-smtpd's SPF check, or by the client's tcprules): b"" when it is
+    unset or empty, or when neither control/authservid nor control/me names
+    the server.  Its lines are folded (a line break not followed by a blank
+    gets a tab; blank lines and CRs go), so it stays one header field.
+    Raises Die(55) when a control file exists but cannot be read."""
+    value = os.environb.get(b"QMAILAUTHENTICATED")
+    if not value:
+        return b""
+    servid = None
+    for name in ("authservid", "me"):
+        try:
+            with open(os.path.join(home, "control", name), "rb") as f:
+                line = f.read(1024).split(b"\n", 1)[0].strip(b" \t\r")
+        except FileNotFoundError:
+            continue
+        except OSError:
+            raise Die(55)
+        if line:
+            servid = line
+            break
+    if not servid:
+        return b""
+    lines = [x for x in value.replace(b"\r", b"").split(b"\n") if x.strip(b" \t")]
+    if not lines:
+        return b""
+    folded = b"\n".join(x if i == 0 or x[:1] in (b" ", b"\t") else b"\t" + x
+                         for i, x in enumerate(lines))
+    return b"Authentication-Results: " + servid + b";\n\t" + folded + b"\n"
+
+
 def read_fd1():
     try:
         return os.read(1, CHUNK)
@@ -339,6 +384,7 @@ class Inline:
     caller's environment is the one the child would have had."""
 
     def __init__(self, home):
+        self.home = home
         self.pid = os.getpid()
         self.uid = os.getuid()
         self.code = 0
@@ -365,9 +411,10 @@ class Inline:
                 os.close(hfd)
 
     def _begin(self):
+        authres = authentication_results(self.home)
         old = os.umask(0o033)
         try:
-            self.buf += self.q.begin(self.pid, self.uid, int(time.time()))
+            self.buf += self.q.begin(self.pid, self.uid, int(time.time())) + authres
         finally:
             os.umask(old)
 
