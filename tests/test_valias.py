@@ -323,3 +323,24 @@ def test_mysql_down_is_111(private_mariadb, tmp_path, mode):
 def test_launchers():
     for p in ("valias", "vaddaliasdomain", "vconvert"):
         assert os.access(qbin(p), os.X_OK)
+
+
+def test_cdb_missing_domain_directory_is_tempfail(tmp_path, monkeypatch):
+    """users/cdb names a directory that is not there (an unmounted file
+    system): valias_select cannot know, so TempFail, never []."""
+    vh = VHome(tmp_path, "cdb")
+    vh.ok("vadddomain", DOM, "pw")
+    vh.ok("valias", "-i", "&a@else.test", "x@" + DOM)
+    os.rename(vh.domdir(DOM), vh.domdir(DOM) + ".away")
+    for k, v in vh.env().items():
+        monkeypatch.setenv(k, v)
+    st = S.open_store()
+    with pytest.raises(S.TempFail):
+        st.valias_select("x", DOM)
+    with pytest.raises(S.TempFail):
+        st.valias_select("nobody", DOM)
+    with pytest.raises(S.TempFail):
+        st.valias_select_all(DOM)
+    r = vh.run("valias", "x@" + DOM)
+    assert (r.returncode, r.stdout) == (111, "Error: no authentication database connection\n")
+    assert "domain directory missing" in r.stderr

@@ -273,6 +273,11 @@ class CdbStore(S.Store):
             with open(path, "rb") as f:
                 data = f.read(self.MAX_ALIAS_FILE + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # no such alias, unless the domain directory itself is missing
+            # (an unmounted file system): then nobody knows
+            d = os.path.dirname(path)
+            if not os.path.isdir(d):
+                raise TempFail("unable to read %s: domain directory missing" % d)
             return []
         except OSError as e:
             raise TempFail("unable to read %s: %s" % (path, e))
@@ -303,6 +308,7 @@ class CdbStore(S.Store):
                 raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to open %s/%s: %s"
                                  % (d, VPASSWD_LOCK, e))
             try:
+                _chown(os.path.join(d, VPASSWD_LOCK), a.uid, a.gid)   # as _rewrite leaves it
                 fcntl.lockf(lock, fcntl.LOCK_EX)
                 lines = edit(self._alias_lines(path))
                 if lines:
@@ -356,8 +362,6 @@ class CdbStore(S.Store):
             return []
         try:
             names = os.listdir(a.dir)
-        except FileNotFoundError:
-            return []
         except OSError as e:
             raise TempFail("unable to read %s: %s" % (a.dir, e))
         out = []
