@@ -182,6 +182,22 @@ def test_missing_user_dir_is_made_again(dom, tmp_path):
     assert len(stored(maildir(dom))) == 1
 
 
+def test_empty_dir_field_gets_a_directory(dom, tmp_path):
+    """A user without a directory (added by hand to the store) gets
+    <domain dir>/<user> with its Maildir, recorded in the store."""
+    code = ("from qtools.vpopmail import store as S\n"
+            "st = S.open_store(); pw = st.getpw('joe', 'example.test'); pw.dir = ''\n"
+            "st.setpw(pw, 'example.test')\n")
+    r = subprocess.run([sys.executable, "-c", code], env=dom.env(), capture_output=True)
+    assert r.returncode == 0, r.stderr
+    import shutil
+    shutil.rmtree(os.path.join(dom.domdir(DOM), "joe"))
+    assert deliver(dom, tmp_path)[0] == 0
+    assert len(stored(maildir(dom))) == 1
+    assert re.search(r"dir:\s+%s/joe\n" % re.escape(dom.domdir(DOM)),
+                     dom.ok("vuserinfo", "joe@" + DOM))
+
+
 # -- quota -------------------------------------------------------------------
 def test_over_quota_bounces_and_leaves_nothing(dom, mode, tmp_path):
     dom.ok("vsetuserquota", "joe@" + DOM, "1000")
@@ -343,6 +359,33 @@ def test_dot_qmail_forward_program_and_maildir(dom, mode, tmp_path):
     assert seen.read_bytes() == MSG + b"a@b.test /bin/sh\n"
     (_, data), = stored(maildir(dom))
     assert data == RP.encode() + b"Delivered-To: joe@example.test\n" + MSG
+
+
+def test_valias_lines(dom, mode, tmp_path):
+    """valias rows (a .qmail-<alias> file or the valias table) are delivered
+    by vdelivermail: a Maildir, a forward, a program; the -default wildcard
+    sets $DEFAULT."""
+    q = mkqueue(dom.qmail)
+    jmd = maildir(dom) + "/"
+    seen = tmp_path / "seen"
+    dom.ok("valias", "-i", jmd, "sales@" + DOM)
+    dom.ok("valias", "-i", "&bob@elsewhere.test", "sales@" + DOM)
+    dom.ok("valias", "-i", "|echo \"$DEFAULT\" >> %s" % seen, "list-default@" + DOM)
+    code, out, err = deliver(dom, tmp_path, ext="sales", mode=mode)
+    assert (code, out) == (0, TEXT["valias"] + "\n"), err
+    (_, data), = stored(maildir(dom))
+    assert data == RP.encode() + b"Delivered-To: joe@example.test\n" + MSG
+    envs, msgs = queued(q)
+    assert envs == [b"Fa@b.test\0Tbob@elsewhere.test\0"]
+    assert msgs == [b"Delivered-To: sales@example.test\n" + MSG]
+    code, out, _ = deliver(dom, tmp_path, ext="list-foo-bar", mode=mode)
+    assert (code, out) == (0, TEXT["valias"] + "\n")
+    assert seen.read_text() == "foo-bar\n"
+    # an alias naming itself loops
+    dom.ok("valias", "-i", "&self@example.test", "self@" + DOM)
+    code, out, _ = deliver(dom, tmp_path, ext="self", mode=mode,
+                           msg=b"Delivered-To: self@example.test\n" + MSG)
+    assert (code, out) == (100, "mail is looping\n")
 
 
 PROGRAM_CODES = [
@@ -514,13 +557,27 @@ def test_mysql_down_is_111(private_mariadb, mode, tmp_path):
     assert len(stored(maildir(vh))) == 1
 
 
-def test_lean_import():
-    """vdelivermail runs per delivery: no heavy modules at import."""
-    code = ("import sys; import qtools.vpopmail.vdelivermail; "
-            "bad = [m for m in ('socket', 'subprocess', 'email', 'ssl', 'pymysql', "
-            "'MySQLdb', 'tempfile', 'shutil') if m in sys.modules]; print(bad)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.stdout.strip() == "[]", r.stderr
+def test_lean_import(tmp_path):
+    """vdelivermail runs per delivery: a plain cdb delivery loads no heavy
+    module (signal/enum, subprocess, socket, email, the SQL drivers)."""
+    vh = VHome(tmp_path, "cdb")
+    vh.ok("vadddomain", DOM, "pmpass")
+    vh.ok("vadduser", "joe@" + DOM, "pw")
+    vh.ok("vsetuserquota", "joe@" + DOM, "50M")
+    code = ("import os, sys\n"
+            "from qtools.vpopmail import vdelivermail as v\n"
+            "rc = v.main(['vdelivermail', '', 'delete'])\n"
+            "bad = [m for m in ('signal', 'enum', 'socket', 'subprocess', 'email', 'ssl',\n"
+            "       'pymysql', 'MySQLdb', 'tempfile', 'shutil', 'random') if m in sys.modules]\n"
+            "os.write(2, repr(bad).encode())\n"
+            "os._exit(rc)\n")
+    mf = tmp_path / "m"
+    mf.write_bytes(MSG)
+    with open(mf, "rb") as f:
+        r = subprocess.run([sys.executable, "-c", code], stdin=f, capture_output=True,
+                           env=vh.env(EXT="joe", HOST=DOM, RPLINE=RP))
+    assert (r.returncode, r.stderr) == (0, b"[]")
+    assert len(stored(maildir(vh))) == 1
 
 
 # -- maildirquota ----------------------------------------------------------------
@@ -639,3 +696,111 @@ def test_concurrent_appends(tmp_path):
     assert total == sum(k * 1000 + i for k in range(10) for i in range(200))
     # more than 5120 bytes now: the next reader recounts (an empty Maildir)
     assert mq.usage(md, "999999999S") == (0, 0)
+
+
+# -- durability ------------------------------------------------------------------
+def test_sync_order(tmp_path):
+    """The message file is fsync'ed before its link into new/, new/ is
+    fsync'ed before the tmp name goes and before maildirsize is touched."""
+    vh = VHome(tmp_path, "cdb")
+    vh.ok("vadddomain", DOM, "pmpass")
+    vh.ok("vadduser", "joe@" + DOM, "pw")
+    vh.ok("vsetuserquota", "joe@" + DOM, "50M")
+    log = tmp_path / "strace.log"
+    mf = tmp_path / "m"
+    mf.write_bytes(MSG)
+    e = vh.env(EXT="joe", HOST=DOM, RPLINE=RP)
+    with open(mf, "rb") as f:
+        p = subprocess.run(["strace", "-f", "-y", "-qq", "-o", str(log), "-e",
+                            "trace=openat,write,fsync,fdatasync,link,linkat,unlink,rename,"
+                            "exit_group", qbin("vdelivermail"), "", "delete"],
+                           stdin=f, env=e, timeout=60, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    md = os.path.realpath(maildir(vh))
+    seq = []
+    for line in log.read_text(errors="replace").splitlines():
+        line = re.sub(r"^\d+\s+", "", line)
+        call = line.split("(", 1)[0]
+        if call in ("fsync", "fdatasync", "write"):
+            m = re.search(r"^\w+\(\d+<([^>]*)>", line)
+            if not m or not m.group(1).startswith(md):
+                continue
+            ev = "%s %s" % (call, os.path.relpath(m.group(1), md))
+        elif call in ("link", "linkat", "rename", "unlink"):
+            args = [a for a in re.findall(r'"([^"]*)"', line)]
+            if not any(a.startswith(md) for a in args):
+                continue
+            ev = call + " " + " ".join(os.path.relpath(a, md) for a in args)
+        elif call == "openat" and "O_CREAT" in line:
+            path = re.search(r'"([^"]*)"', line).group(1)
+            if not path.startswith(md):
+                continue
+            ev = "create " + os.path.relpath(path, md)
+        elif call == "exit_group":
+            ev = "exit"
+        else:
+            continue
+        ev = re.sub(r"\d+\.\d+\.[^ ,]+", "NAME", ev)
+        ev = re.sub(r"S=\d+", "S=N", ev)
+        if seq and seq[-1] == ev:
+            continue
+        seq.append(ev)
+    assert seq == ["create tmp/NAME", "write tmp/NAME", "fsync tmp/NAME",
+                   "link tmp/NAME new/NAME,S=N", "fsync new", "unlink tmp/NAME",
+                   "write maildirsize", "exit"], seq
+
+
+def test_kill9_never_leaves_a_partial_message(tmp_path):
+    """Killed at any moment, a delivery leaves a complete message in new/
+    or none (debris only in tmp/), and the next try delivers it."""
+    import random
+    vh = VHome(tmp_path, "cdb")
+    vh.ok("vadddomain", DOM, "pmpass")
+    vh.ok("vadduser", "joe@" + DOM, "pw")
+    md = maildir(vh)
+    body = MSG + b"z" * 3_000_000
+    mf = tmp_path / "m"
+    mf.write_bytes(body)
+    e = vh.env(EXT="joe", HOST=DOM, RPLINE=RP)
+    rnd = random.Random(4711)
+    for _ in range(12):
+        with open(mf, "rb") as f:
+            p = subprocess.Popen([qbin("vdelivermail"), "", "delete"], stdin=f, env=e,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.0, 0.25))     # a random moment, not synchronisation
+        p.kill()
+        p.wait(30)
+        for n, data in stored(md):
+            assert data == RP.encode() + b"Delivered-To: joe@example.test\n" + body
+            assert int(NAME.match(n).group(5)) == len(data)
+    assert deliver(vh, tmp_path, msg=body)[0] == 0
+    assert len(stored(md)) >= 1
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    d = tmp_path / "small"
+    d.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(d)],
+                       capture_output=True, timeout=30)
+    if p.returncode != 0:
+        pytest.skip("mount -t tmpfs refused: %s" % p.stderr.decode(errors="replace").strip())
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], timeout=30)
+
+
+def test_disk_full_is_111_and_leaves_nothing(small_fs, tmp_path):
+    vh = VHome(small_fs, "cdb")
+    vh.ok("vadddomain", DOM, "pmpass")
+    vh.ok("vadduser", "joe@" + DOM, "pw")
+    md = maildir(vh)
+    code, out, _ = deliver(vh, tmp_path, msg=MSG + b"x" * 400_000)
+    assert code == 111 and out.startswith("write failed errno = 28\n"), out
+    assert out.endswith(TEXT["system"] + "\n")
+    assert files(os.path.join(md, "tmp")) == [] and files(os.path.join(md, "new")) == []
+    assert deliver(vh, tmp_path)[0] == 0                     # room again for a small one
+    assert len(stored(md)) == 1

@@ -371,12 +371,12 @@ class Delivery:
         S, pw = self.S, self.pw
         if pw.gid & S.BOUNCE_MAIL:
             vexit(EXIT_BOUNCE, TEXT["locked"] % (self.user, self.domain))
-        from qtools.vpopmail import admin
         a = self.assign
         if not pw.dir:
+            from qtools.vpopmail import admin
             udir = os.path.join(a.dir, pw.name)
             try:
-                if not admin.inside(udir, a.dir):
+                if not inside(udir, a.dir):
                     raise OSError(errno.EINVAL, "outside")
                 os.mkdir(udir, admin.DIR_MODE)
                 admin.make_maildir(udir, a.uid, a.gid)
@@ -386,12 +386,11 @@ class Delivery:
                 self.defer(e)
             except (OSError, S.StoreError):
                 vexit(EXIT_BOUNCE, TEXT["autocreate"])
-        if not admin.inside(pw.dir, a.dir) or \
-                os.path.realpath(pw.dir) == os.path.realpath(a.dir):
+        if not inside(pw.dir, a.dir) or os.path.realpath(pw.dir) == os.path.realpath(a.dir):
             vexit(EXIT_DEFER, TEXT["outside"] % pw.dir)
         if not os.path.isdir(os.path.join(pw.dir, "Maildir")):
             try:
-                self.make_maildir(admin, pw.dir)
+                self.make_maildir(pw.dir)
             except OSError:
                 vexit(EXIT_BOUNCE, TEXT["recreate"])
         if self.check_forward_deliver(pw.dir) == 1:
@@ -400,7 +399,8 @@ class Delivery:
             vexit(EXIT_OK)
         self.deliver_mail(os.path.join(pw.dir, "Maildir") + "/", pw.shell or "NOQUOTA")
 
-    def make_maildir(self, admin, udir):
+    def make_maildir(self, udir):
+        from qtools.vpopmail import admin       # imports signal: only when needed
         a = self.assign
         old = os.umask(0o077)
         try:
@@ -794,6 +794,12 @@ class Delivery:
         text = qlib.qq_text(status, flagerr)
         if text:
             vexit(EXIT_BOUNCE if text[0] == "D" else EXIT_DEFER, TEXT["forward"] % text[1:])
+
+
+def inside(path, top):
+    """Whether path resolves to top or below it (admin.inside)."""
+    rp, rt = os.path.realpath(path), os.path.realpath(top)
+    return rp == rt or rp.startswith(rt.rstrip("/") + "/")
 
 
 def _wait(pid):
