@@ -422,6 +422,27 @@ def test_forward_failure_is_reported(dom, tmp_path):
     assert code == 111 and out.startswith("Unable to forward message: ")
 
 
+def test_defaultdelivery_and_comment_only_dot_qmail(dom, tmp_path):
+    """control/defaultdelivery is used unless it calls vdelivermail (the
+    DEFAULT_DELIVERY build); a .qmail of comments only drops the message
+    (vpopmail's check_forward_deliver counts a comment as a delivery)."""
+    ctl = os.path.join(dom.qmail, "control")
+    os.makedirs(ctl, exist_ok=True)
+    seen = tmp_path / "seen"
+    with open(os.path.join(ctl, "defaultdelivery"), "w") as f:
+        f.write("# comment\n|cat > %s\n" % seen)
+    assert deliver(dom, tmp_path) == (0, "", "")
+    assert seen.read_bytes() == MSG and stored(maildir(dom)) == []
+    with open(os.path.join(ctl, "defaultdelivery"), "w") as f:
+        f.write("| /home/vpopmail/bin/vdelivermail '' delete\n")
+    assert deliver(dom, tmp_path)[0] == 0
+    assert len(stored(maildir(dom))) == 1
+    with open(os.path.join(dom.domdir(DOM), "joe", ".qmail"), "w") as f:
+        f.write("# nothing here\n")
+    assert deliver(dom, tmp_path) == (0, "", "")
+    assert len(stored(maildir(dom))) == 1
+
+
 def test_mbox_line_is_deferred(dom, tmp_path):
     udir = os.path.join(dom.domdir(DOM), "joe")
     with open(os.path.join(udir, ".qmail"), "w") as f:

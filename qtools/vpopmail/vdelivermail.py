@@ -711,7 +711,7 @@ class Delivery:
     # -- programs and forwards -------------------------------------------------
     def run_command(self, prog):
         prog = prog.lstrip(" |")
-        pid = os.fork()
+        pid = _fork()
         if pid == 0:
             try:
                 from qtools.lib import pathexec
@@ -761,9 +761,12 @@ class Delivery:
             qq = os.path.join(self.S.qmailhome(), "bin", "qmail-queue")
             if not os.path.exists(qq):
                 qq = "qmail-queue"
-        mr, mw = os.pipe()
-        er, ew = os.pipe()
-        pid = os.fork()
+        try:
+            mr, mw = os.pipe()
+            er, ew = os.pipe()
+        except OSError as e:
+            vexit(EXIT_DEFER, "Unable to open pipe: %d." % e.errno)
+        pid = _fork()
         if pid == 0:
             try:
                 from qtools.lib import pathexec
@@ -800,6 +803,14 @@ def inside(path, top):
     """Whether path resolves to top or below it (admin.inside)."""
     rp, rt = os.path.realpath(path), os.path.realpath(top)
     return rp == rt or rp.startswith(rt.rstrip("/") + "/")
+
+
+def _fork():
+    try:
+        return os.fork()
+    except OSError as e:
+        out("Unable to fork: %d." % e.errno)
+        vexit(EXIT_DEFER)
 
 
 def _wait(pid):
