@@ -165,7 +165,12 @@ def seekable_stdin():
             vexit(EXIT_DEFER, "vdelivermail: unable to read message: %s" % e.strerror)
     d = os.environ.get("TMPDIR") or "/tmp"
     try:
-        fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            fd = _anonymous_file(d)             # a file system without O_TMPFILE
         while True:
             data = os.read(0, CHUNK)
             if not data:
@@ -177,6 +182,19 @@ def seekable_stdin():
         os.lseek(0, 0, os.SEEK_SET)
     except OSError as e:
         vexit(EXIT_DEFER, "vdelivermail: unable to copy the message: %s" % e.strerror)
+
+
+def _anonymous_file(d):
+    import time
+    for n in range(100):
+        p = os.path.join(d, "vdelivermail.%d.%d.%d" % (os.getpid(), time.time_ns(), n))
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        os.unlink(p)
+        return fd
+    raise FileExistsError(errno.EEXIST, "no unique temporary name", d)
 
 
 def read_text(paths):
