@@ -408,6 +408,10 @@ def test_add_and_del_domain(vh, mode):
         assert info == (b"domain new.test\r\npath %s\r\nuid %d\r\ngid %d\r\n.\r\n"
                         % (ddir.encode(), SESSION_UID, SESSION_UID))
         assert c.cmd(b"add_alias_domain new.test alias.test") == b"+OK \r\n"
+        assert c.cmd(b"add_alias_domain new.test alias.test") == \
+            b"-ERR 0.1204 Domain already exists\r\n"
+        if vh.backend == "mysql":
+            assert vh.rows("SELECT alias, domain FROM aliasdomains") == (("alias.test", "new.test"),)
         assert c.multi(b"dom_info new.test").endswith(b"alias alias.test\r\n.\r\n")
         assert c.cmd(b"dom_info nope.test") == b"-ERR 0.1404 Domain does not exist\r\n"
         doms = c.multi(b"list_domains")
@@ -432,6 +436,48 @@ def test_add_and_del_domain(vh, mode):
         assert vh.rows("SELECT pw_name FROM vpopmail WHERE pw_domain = 'new.test'") == ()
 
 
+def test_aliases(vh, mode):
+    setup_users(vh)
+    vh.ok("vadddomain", "other.test", "otherpw")
+    with daemon(vh, mode) as srv:
+        c = Client(srv)
+        c.multi(b"login postmaster@yourdomain.net pmpass")
+        assert c.cmd(b"add_alias info@yourdomain.net &userid@yourdomain.net") == b"+OK \r\n"
+        assert c.cmd(b"add_alias info@yourdomain.net &someone@example.org") == b"+OK \r\n"
+        assert c.cmd(b"add_alias sales@yourdomain.net ./Maildir/") == b"+OK \r\n"
+        assert c.multi(b"list_alias yourdomain.net") == (
+            b"info@yourdomain.net &userid@yourdomain.net\r\n"
+            b"info@yourdomain.net &someone@example.org\r\n"
+            b"sales@yourdomain.net ./Maildir/\r\n.\r\n")
+        assert c.cmd(b"remove_alias info@yourdomain.net &someone@example.org") == b"+OK \r\n"
+        assert c.cmd(b"delete_alias sales@yourdomain.net") == b"+OK \r\n"
+        assert c.multi(b"list_alias yourdomain.net") == \
+            b"info@yourdomain.net &userid@yourdomain.net\r\n.\r\n"
+        # an address: a domain admin is compared with the whole argument (sic)
+        assert c.cmd(b"list_alias info@yourdomain.net") == \
+            b"-ERR 11.2804 Not Authorized for domain\r\n"
+        assert c.cmd(b"add_alias x@other.test &a@b") == \
+            b"-ERR 11.904 Not Authorized for domain\r\n"
+        assert c.cmd(b"add_alias x@yourdomain.net") == b"-ERR 16.906 Alias Line Required\r\n"
+        assert c.cmd(b"add_alias") == b"-ERR 14.902 Alias Name Required\r\n"
+        assert c.cmd(b"add_alias ../x@yourdomain.net &a@b") == \
+            b"-ERR 15.903 Invalid Alias Name Supplied\r\n"
+        assert c.cmd(b"add_alias default@yourdomain.net &a@b") == \
+            b"-ERR 17.907 Alias Insertion Failed\r\n"
+        assert c.cmd(b"delete_alias ghost@nowhere.test") == \
+            b"-ERR 11.1104 Not Authorized for domain\r\n"
+        c.close()
+        c = Client(srv)
+        c.multi(sysadmin(vh))
+        assert c.multi(b"list_alias info@yourdomain.net") == \
+            b"info@yourdomain.net &userid@yourdomain.net\r\n.\r\n"
+        assert c.cmd(b"list_alias nobody@yourdomain.net") == b".\r\n"     # sic: no +OK
+        assert c.cmd(b"delete_alias ghost@nowhere.test") == \
+            b"-ERR 19.1106 Alias Deletion Failed\r\n"
+        c.close()
+    assert not os.path.exists(os.path.join(vh.domdir(DOM), "..", ".qmail-x"))
+
+
 def test_limits(vh, mode):
     login = sysadmin(vh)
     vh.ok("vadddomain", DOM, "pmpass")
@@ -446,10 +492,21 @@ def test_limits(vh, mode):
         # vpopmaild.c writes its perm_defaultquota line twice
         assert lim.endswith("perm_quota 0\r\nperm_defaultquota 0\r\nperm_defaultquota 0\r\n.\r\n")
         assert c.cmd(b"set_limits yourdomain.net") == b"+OK \r\n"
-        c.send(b"max_aliases\r\nbogus 1\r\nmax_aliases 5\r\n.\r\n")
+        c.send(b"max_aliases\r\nbogus 1\r\nmax_aliases 5\r\ndisable_pop=1\r\n"
+               b"disable_smtp: 0\r\nperm_alias 3\r\n.\r\n")
         assert c.line() == b"  Warning: missing value\r\n"
         assert c.line() == b"  Warning: invalid option\r\n"
-        assert c.line() == b"-ERR 35.3504 Could not set limits\r\n"
+        assert c.line() == b"+OK \r\n"
+        lim = c.multi(b"get_limits yourdomain.net").decode()
+        assert lim.startswith("max_popaccounts 10\r\nmax_aliases 5\r\n")
+        assert "disable_pop 1\r\n" in lim and "disable_smtp 0\r\n" in lim
+        assert c.cmd(b"set_limits nowhere.test") == b"-ERR 34.3505 Could not get limits\r\n"
+        c.close()
+        # the limits apply: NO_POP for the domain's users
+        assert chkpw(vh, b"postmaster@yourdomain.net\0pmpass\0", ("/bin/true",),
+                     mode=mode, TCPLOCALPORT="110")[0] == 1
+        c = Client(srv)
+        c.multi(login)
         assert c.cmd(b"del_limits yourdomain.net") == b"+OK \r\n"
         assert c.multi(b"get_limits yourdomain.net").startswith(b"max_popaccounts -1\r\n")
         c.close()

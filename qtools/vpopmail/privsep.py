@@ -16,7 +16,7 @@ one line of at most MAXREQ bytes, fields separated by one space:
 
   adddomain <domain> <password>   vadddomain, then vadduser postmaster
   deldomain <domain>              vdeldomain
-  addaliasdomain <alias> <real>   vaddaliasdomain
+  addaliasdomain <alias> <real>   vaddaliasdomain (+ the store's record)
 
 It checks them again itself (verb, field count, domain syntax and length,
 password length and bytes) and runs the qtools.vpopmail.admin function;
@@ -85,11 +85,13 @@ def perform(req):
     stage = b"0"
     st = None
     try:
+        st = S.open_store()
         if verb == b"addaliasdomain":
             stage = b"1204"
+            admin.check_new_domain(f[0])
             admin.vaddaliasdomain(f[0], f[1])
+            st.aliasdomain_add(f[0], S.get_assign(f[0]).domain)    # as vaddaliasdomain(8)
             return b"ok"
-        st = S.open_store()
         if verb == b"deldomain":
             stage = b"1303"
             admin.vdeldomain(st, f[0])

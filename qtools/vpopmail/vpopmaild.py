@@ -109,7 +109,8 @@ ERRMSG = (
 ERR_CANT_OPEN_AUTH, ERR_TOO_MANY_ACTION, ERR_RD_TIMEOUT, ERR_INVALID_COMMAND = 1, 2, 3, 4
 ERR_TOO_MANY_LOGIN, ERR_EMAIL_REQD, ERR_PASSWORD_REQD, ERR_INVALID_LOGIN = 5, 6, 7, 8
 ERR_NOT_AUTHORIZED, ERR_INVALID_EMAIL, ERR_NOT_AUTH_DOMAIN, ERR_NO_USER = 9, 10, 11, 12
-ERR_DOMAIN_REQD, ERR_ALIAS_REQD = 13, 14
+ERR_DOMAIN_REQD, ERR_ALIAS_REQD, ERR_INVALID_ALIAS, ERR_ALIAS_LINE_REQD = 13, 14, 15, 16
+ERR_ALIAS_INSERT_FAIL, ERR_ALIAS_REMOVE_FAIL, ERR_ALIAS_DELETE_FAIL = 17, 18, 19
 ERR_INVALID_DIR_DOTDOT, ERR_INVALID_DIR_PCT, ERR_INVALID_DIR_SLASH = 20, 21, 22
 ERR_INVALID_DIR_AT, ERR_INVALID_DIR_PARSE, ERR_INVALID_DIR_UNK = 23, 24, 25
 ERR_UNAUTH_DIR, ERR_DIR_REQD, ERR_SOURCE_REQD, ERR_DEST_REQD, ERR_FNAME_REQD = 26, 27, 28, 29, 30
@@ -1077,17 +1078,24 @@ def get_limits(s, tok):
 
 
 def set_limits(s, tok):
-    """Accepted and read to its '.', then refused: qtools' store cannot
-    write limits yet (`-ERR 35.3504 Could not set limits`)."""
+    """`+OK `, then `key value` lines up to `.` applied to the domain's
+    limits (vget_limits), then stored (vset_limits).  The perm_* keys are
+    accepted but not kept: qtools' limits have no permission fields."""
     if not sa_head(s, 3501):
         return -1
     domain = tok.next(TOKENS)
     if domain is None:
         s.send(err(ERR_DOMAIN_REQD, 3502))
         return -1
+    a = s.assign(domain)
+    if a is None:
+        s.send(err(ERR_NO_GET_LIMITS, 3505))
+        return -1
+    lim = s.st.get_limits(a.domain)
+    keys = dict(LIMIT_VALUES)
+    keys.update(LIMIT_FLAGS)
+    ignored = set(LIMIT_PERMS) | {"perm_maillist_users", "perm_maillist_moderators"}
     s.send(OK)
-    known = set(n for n, _ in LIMIT_VALUES) | set(n for n, _ in LIMIT_FLAGS) | \
-        set(LIMIT_PERMS) | {"perm_maillist_users", "perm_maillist_moderators"}
     while True:
         text = read_text(s.conn, 106)
         if text is None:
@@ -1098,11 +1106,19 @@ def set_limits(s, tok):
         param = t.next(PARAM_TOKENS)
         if param is None:
             continue
-        if t.next(PARAM_TOKENS) is None:
+        value = t.next(PARAM_TOKENS)
+        if value is None:
             s.send(b"  Warning: missing value\r\n")
-        elif param not in known:
+        elif param in keys:
+            lim.values[keys[param]] = atoi(value)
+        elif param not in ignored:
             s.send(b"  Warning: invalid option\r\n")
-    s.send(err(ERR_NO_SET_LIMITS, 3504))
+    try:
+        s.st.set_limits(a.domain, lim)
+    except (S.StoreError, OSError):
+        s.send(err(ERR_NO_SET_LIMITS, 3504))
+        return 0
+    s.send(OK)
     return 0
 
 
@@ -1357,31 +1373,85 @@ def not_impl(minor):
     return h
 
 
-def alias_cmd(base, two):
-    """add_alias / remove_alias / delete_alias / list_alias: the argument
-    and rights checks of vpopmaild.c, then `Not Available` (no valias in
-    qtools' store yet)."""
+def alias_head(s, tok, base):
+    """The checks add_alias, remove_alias and delete_alias share:
+    (alias, domain, assign) or None after the reply."""
+    if not s.admin():
+        s.send(err(ERR_NOT_AUTHORIZED, base + 1))
+        return None
+    alias = tok.next(TOKENS)
+    if alias is None:
+        s.send(err(ERR_ALIAS_REQD, base + 2))
+        return None
+    ud = s.email(alias)
+    if ud is None:
+        s.send(err(ERR_INVALID_ALIAS, base + 3))
+        return None
+    if s.other_domain(ud[1]):
+        s.send(err(ERR_NOT_AUTH_DOMAIN, base + 4))
+        return None
+    return ud[0], ud[1], s.assign(ud[1])
+
+
+def alias_change(base, fail, method):
     def h(s, tok):
-        if not s.admin():
-            s.send(err(ERR_NOT_AUTHORIZED, base + 1))
+        head = alias_head(s, tok, base)
+        if head is None:
             return -1
-        arg = tok.next(TOKENS)
-        if arg is None:
-            s.send(err(ERR_ALIAS_REQD if two is not None else ERR_DOMAIN_REQD, base + 2))
+        alias, domain, a = head
+        line = None
+        if method != "valias_delete":
+            line = tok.next(TOKENS)
+            if line is None:
+                s.send(err(ERR_ALIAS_LINE_REQD, base + 6))
+                return -1
+        try:
+            if a is None:
+                raise S.StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+            fn = getattr(s.st, method)
+            fn(alias, a.domain) if line is None else fn(alias, a.domain, line)
+        except S.StoreError:
+            s.send(err(fail, base + (6 if line is None else 7)))
             return -1
-        ud = s.email(arg)
-        if ud is None:
-            s.send(err(ERR_INVALID_EMAIL if two is None else 15, base + 3))
-            return -1
-        if s.other_domain(ud[1] if "@" in arg else arg):
-            s.send(err(ERR_NOT_AUTH_DOMAIN, base + 4))
-            return -1
-        if two and tok.next(TOKENS) is None:
-            s.send(err(16, base + 6))
-            return -1
-        s.send(err(ERR_NOT_AVAIL, base + 7))
-        return -1
+        s.send(OK)
+        return 0
     return h
+
+
+def list_alias(s, tok):
+    """All aliases of a domain (`alias@domain line`), or one address's
+    lines.  vpopmaild.c compares a domain administrator's domain with the
+    whole argument, and answers an address without aliases with `.` alone
+    (its `+OK ` is overwritten); both kept."""
+    if not s.admin():
+        s.send(err(ERR_NOT_AUTHORIZED, 2801))
+        return -1
+    arg = tok.next(TOKENS)
+    if arg is None:
+        s.send(err(ERR_DOMAIN_REQD, 2802))
+        return -1
+    ud = s.email(arg)
+    if ud is None:
+        s.send(err(ERR_INVALID_EMAIL, 2803))
+        return -1
+    if s.other_domain(arg):
+        s.send(err(ERR_NOT_AUTH_DOMAIN, 2804))
+        return -1
+    if "@" not in arg:
+        a = s.assign(arg)
+        rows = s.st.valias_select_all(a.domain) if a is not None else []
+        s.send(OK_MORE)
+        for alias, line in rows:
+            s.line("%s@%s %s" % (alias, arg, line))
+    else:
+        a = s.assign(ud[1])
+        lines = s.st.valias_select(ud[0], a.domain) if a is not None else []
+        if lines:
+            s.send(OK_MORE)
+        for line in lines:
+            s.line("%s@%s %s" % (ud[0], ud[1], line))
+    s.send(DOT)
+    return 0
 
 
 # -- the tables -------------------------------------------------------------------
@@ -1424,10 +1494,13 @@ ROWS = (
     (1, "get_lastauth", get_lastauth, "user@domain<crlf>"),
     (1, "get_user_size", get_user_size, "user@domain<crlf>"),
     (2, "Alias", None, None),
-    (2, "add_alias", alias_cmd(900, True), "user@domain user@otherdomain<crlf>"),
-    (2, "delete_alias", alias_cmd(1100, False), "user@domain<crlf>"),
-    (2, "list_alias", alias_cmd(2800, None), "domain<crlf>"),
-    (2, "remove_alias", alias_cmd(1000, True), "user@domain user@otherdomain<crlf>"),
+    (2, "add_alias", alias_change(900, ERR_ALIAS_INSERT_FAIL, "valias_insert"),
+     "user@domain user@otherdomain<crlf>"),
+    (2, "delete_alias", alias_change(1100, ERR_ALIAS_DELETE_FAIL, "valias_delete"),
+     "user@domain<crlf>"),
+    (2, "list_alias", list_alias, "domain<crlf>"),
+    (2, "remove_alias", alias_change(1000, ERR_ALIAS_REMOVE_FAIL, "valias_remove"),
+     "user@domain user@otherdomain<crlf>"),
     (1, "File System", None, None),
     (1, "mk_dir", mk_dir, "/full/path/to/dir<crlf>"),
     (1, "rm_dir", rm_dir, "/full/path/to/dir<crlf>"),
