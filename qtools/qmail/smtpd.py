@@ -78,17 +78,47 @@ explanation); 4 also softfail; 5 also neutral; 6 also none and permerror.
 control/spfrules and control/spfguess: local rules.  pyspf decides, through
 qtools.lib.dns ($DNSCACHEIP); it is loaded only when SPF is on.
 
+chkuser 2.0.9 (qtools.qmail.chkuser has the details), when CHKUSER_START is
+set (settings read at the first MAIL): ALWAYS checks every domain's
+recipients, DOMAIN those of domains whose .qmail-default says
+bounce-no-mailbox, any other value (or RELAYCLIENT, or AUTH before that MAIL)
+turns it off.  At MAIL, after SIZE and before badmailfrom: the sender's
+syntax (`553 5.1.7 sorry, sender syntax not allowed (chkuser)`) and MX (`550
+5.1.8 ...`, `451 4.4.0 DNS temporary failure (chkuser)`).  At RCPT, in place
+of the rcpthosts test: `550 5.1.2 sorry, you must specify a domain
+(chkuser)`, `553 5.1.3 sorry, rcpt syntax not allowed (chkuser)`, a foreign
+domain's MX, `553 5.7.1 sorry, that domain isn't in my list of allowed
+rcpthosts (chkuser)`, then what vpopmail knows (valias, .qmail-<user>,
+.qmail-<prefix>-default, the user and its BOUNCE_MAIL flag, ezmlm lists):
+`550 5.1.1 sorry, no mailbox here by that name (chkuser)`; the store down:
+`451 4.3.0 system temporary unavailable, try again later (chkuser)`.
+CHKUSER_RCPTLIMIT, CHKUSER_WRONGRCPTLIMIT (then `550 5.7.1 sorry, you are
+violating our security policies (chkuser)`), CHKUSER_MBXQUOTA (`552 5.2.2`);
+each refusal first waits CHKUSER_ERROR_DELAY ms (1000) plus
+CHKUSER_ERROR_DELAY_INCREASE (300) per earlier one.  `CHKUSER ...` log lines.
+Without CHKUSER_START the RCPT test is qmail's: rcpthosts, RELAYCLIENT
+appended to every recipient, `553 sorry, that domain isn't in my list of
+allowed rcpthosts (#5.7.1)`.  brtlimit (control/brtlimit, BRTLIMIT): after
+that many refused recipients (chkuser's permanent refusals, rcpthosts) the
+next RCPT gets `421 too many invalid addresses, goodbye (#4.3.0)` and the
+connection is closed.
+
 Control files ($QMAILHOME/control): me, smtpgreeting, localiphost,
 rcpthosts, morercpthosts.cdb, badmailfrom, databytes, maxrcpt, timeoutsmtpd
 (default 1200 s per read or write: `451 timeout (#4.4.2)`), rejectrelaytest,
 rejectnullsenders, servercert.pem, tlsserverciphers, spfbehavior, spfexp,
-spfrules, spfguess.
+spfrules, spfguess, brtlimit.
 Environment: TCPLOCALHOST TCPLOCALIP TCPLOCALPORT TCPREMOTEIP TCPREMOTEHOST
 TCPREMOTEINFO TCPREMOTEPORT RELAYCLIENT SMTPAUTH FORCETLS DISABLETLS SMTPS
 FORCEAUTHMAILFROM DATABYTES DISABLE_MAXRCPT DISABLE_BADMAILFROM
 REJECTNULLSENDERS ALLOW_BARELF SMTPD_GREETDELAY DROP_PRE_GREET QMAILQUEUE
 ERROR_FD TLSCIPHERS SPFBEHAVIOR SPF_BLOCK_PLUS_ALL DNSCACHEIP QMAILAUTHENTICATED
-QTOOLS_AUTHSLEEP.
+QTOOLS_AUTHSLEEP BRTLIMIT CHKUSER_START CHKUSER_DISABLE_VARIABLE
+CHKUSER_SENDER_NOCHECK_VARIABLE CHKUSER_RCPTLIMIT CHKUSER_WRONGRCPTLIMIT
+CHKUSER_MBXQUOTA CHKUSER_SENDER_FORMAT_NOCHECK CHKUSER_SENDER_MX_NOCHECK
+CHKUSER_RCPT_FORMAT_NOCHECK CHKUSER_RCPT_MX_NOCHECK CHKUSER_DOUBLEBOUNCE
+CHKUSER_IDENTIFY CHKUSER_ERROR_DELAY CHKUSER_ERROR_DELAY_INCREASE (qtools)
+VPOPMAILHOME VPOPMAIL_AUTH.
 
 Limits qtools adds (C qmail-smtpd has none; each answer is final):
   a command line over 2048 bytes with its CRLF, or an AUTH line over 12288
@@ -103,8 +133,10 @@ Other differences from sagredo's qmail-smtpd: checkpassword exit 111 answers
 forgets MAIL/RCPT and AUTH (RFC 3207 4.2); SIZE= values are not wrapped at
 2^64; an unexpected error answers `421 internal error, goodbye (#4.3.0)`;
 log lines never carry control characters from the client; unknown base64 is
-malformed (strict decoding).  Not implemented (hooks are in place): chkuser,
-qregex, validrcptto, RCPTCHECK, DNSBL, brtlimit, qmail-spp, client
+malformed (strict decoding); without CHKUSER_START chkuser is left out
+entirely (sagredo's, compiled in, then answers its own 553 5.7.1 text, logs
+and waits); brtlimit also counts that 553.  Not implemented (hooks are in
+place): qregex, validrcptto, RCPTCHECK, DNSBL, qmail-spp, client
 certificates (tlsclients), the relay via cert.
 
 Exit codes: 0 after QUIT; 1 when the client goes away, times out or is
@@ -170,6 +202,7 @@ REPLY = {
     "toolong": b"500 line too long (#5.5.2)\r\n",                  # qtools
     "internal": b"421 internal error, goodbye (#4.3.0)\r\n",         # qtools
     "spferror": b"451 SPF lookup failure (#4.3.0)\r\n",
+    "brtlimit": b"421 too many invalid addresses, goodbye (#4.3.0)\r\n",
 }
 # the formatted ones: 220 <greeting> ESMTP, 250 <greeting>, 221 <greeting>,
 # 250 ok <time> qp <pid>, 451/554 <qmail_close text>, 454 TLS ... (#4.3.0)
@@ -924,6 +957,10 @@ class Config:
         self.barelf = b"ALLOW_BARELF" in envb
         self.disable_badmailfrom = b"DISABLE_BADMAILFROM" in envb
         self.disable_maxrcpt = b"DISABLE_MAXRCPT" in envb
+        self.brtlimit = _readint("brtlimit", 0)
+        x = envb.get(b"BRTLIMIT")
+        if x is not None:
+            self.brtlimit = _scan_ulong(x)
         try:
             self.authsleep = float(os.environ.get("QTOOLS_AUTHSLEEP", "5"))
         except ValueError:
@@ -968,6 +1005,8 @@ class Session:
         self.spf = None                     # this transaction's SPF verdict (qtools.qmail.spf)
         self.spfbarf = None                 # the 550 reply RCPT gets, if the verdict refuses
         self.qmailauth = None               # QMAILAUTHENTICATED as the session found it
+        self.chk = None                     # chkuser (qtools.qmail.chkuser), False: not configured
+        self.brtcount = 0                   # bad recipients so far (brtlimit)
 
     # -- output and ends
     def out(self, data):
@@ -1227,7 +1266,7 @@ class Session:
             self.qlog(b"qlogreceived", b"rejected", b"databytes_limit_exceeded", b"", b"552")
             self.out(REPLY["size"])
             return
-        reply = self.check_sender(addr)
+        reply = self.check_sender(addr, smtputf8)
         if reply:
             self.out(reply)
             return
@@ -1310,7 +1349,12 @@ class Session:
         if reply:
             self.out(reply)
             return
-        addr, reply = self.check_rcpt(addr, allowed)
+        if cfg.brtlimit and self.brtcount >= cfg.brtlimit:
+            log(self.title(), b"badrcptto: excessive rcptto violations hanging up on ",
+                _safe(self.remoteip), b"\n")
+            self.qlog(b"qlogenvelope", b"rejected", b"brtlimit", b"", b"421")
+            self.die(REPLY["brtlimit"], linger=True)
+        addr, reply, match = self.check_rcpt(addr, allowed)
         if reply:
             self.out(reply)
             return
@@ -1322,23 +1366,57 @@ class Session:
             return
         self.rcpts.append(addr)
         self.state = State.RCPT
-        self.qlog(b"qlogenvelope", b"accepted",
-                  b"relayclient" if self.relayclient is not None else b"rcpthosts", b"", b"250")
+        if match:
+            self.qlog(b"qlogenvelope", b"accepted", b"rcptto", match, b"250")
+        else:
+            self.qlog(b"qlogenvelope", b"accepted",
+                      b"relayclient" if self.relayclient is not None else b"rcpthosts", b"", b"250")
         self.out(REPLY["ok"])
 
-    # -- policy hooks (chkuser and SPF replace these; vanilla qmail behaviour here)
-    def check_sender(self, addr):
+    # -- chkuser (qtools.qmail.chkuser); without CHKUSER_START, qmail's own rules
+    def chkuser(self):
+        """The session's chkuser, set up at the first MAIL (its first_time_init),
+        or None when CHKUSER_START is unset."""
+        if self.chk is None:
+            self.chk = False
+            if b"CHKUSER_START" in os.environb:
+                from qtools.qmail import chkuser
+                self.chk = chkuser.Chkuser(self)
+        return self.chk or None
+
+    def check_sender(self, addr, smtputf8):
         """chkuser's sender check: a reply to refuse MAIL, or None."""
-        return None
+        chk = self.chkuser()
+        if chk is None:
+            return None
+        why, reply = chk.sender(addr, smtputf8)
+        if reply:
+            self.qlog(b"qlogenvelope", b"rejected", b"chkusersender", why[0], why[1])
+        return reply
 
     def check_rcpt(self, addr, allowed):
-        """chkuser's realrcpt: (address to queue, None) or (addr, refusal)."""
-        if self.relayclient is not None:
-            return addr + self.relayclient, None
-        if not allowed:
-            self.qlog(b"qlogenvelope", b"rejected", b"not_in_rcpthosts", b"", b"553")
-            return addr, REPLY["nogateway"]
-        return addr, None
+        """chkuser's realrcpt: (address to queue, None, accepted-by detail
+        for the log) or (addr, refusal, None)."""
+        chk = self.chkuser()
+        if chk is None:
+            if self.relayclient is not None:
+                return addr + self.relayclient, None, None
+            if not allowed:
+                self.qlog(b"qlogenvelope", b"rejected", b"not_in_rcpthosts", b"", b"553")
+                self.brtcount += 1
+                return addr, REPLY["nogateway"], None
+            return addr, None, None
+        from qtools.qmail import chkuser
+        status, reply = chk.rcpt(addr, self.mailfrom)
+        _, detail, code, bad, _, _ = chkuser.RCPT[status]
+        if reply is None:
+            if status == chkuser.RELAYING:
+                addr += self.relayclient
+            return addr, None, detail
+        self.qlog(b"qlogenvelope", b"rejected", b"chkuser", detail, code)
+        if bad:
+            self.brtcount += 1
+        return addr, reply, None
 
     def spf_mail(self, addr):
         """SPF at MAIL (qmail-spf, qtools.qmail.spf): sets SPFRESULT and
@@ -1920,8 +1998,9 @@ def open_queue(program, child_close=None):
 def preload(argv):
     """In a long-lived parent (tcpserver), before it forks: load what the
     connections will need, so a child pays nothing for it: ssl and the
-    certificate (if control/servercert.pem exists), binascii for AUTH, the
-    checkprogram and qmail-queue when they are qtools programs."""
+    certificate (if control/servercert.pem exists), binascii for AUTH, SPF
+    and chkuser (with dnspython and the vpopmail store) when they are on,
+    the checkprogram and qmail-queue when they are qtools programs."""
     from qtools.lib import pathexec
     import binascii  # noqa: F401
     from qtools.lib import cdb  # noqa: F401
@@ -1930,6 +2009,19 @@ def preload(argv):
         try:
             from qtools.qmail import spf
             spf.warm()
+        except Exception:                           # noqa: BLE001 - a child will say why
+            pass
+    if b"CHKUSER_START" in os.environb:
+        try:
+            from qtools.qmail import chkuser  # noqa: F401
+            from qtools.vpopmail import store
+            from qtools.lib import dns
+            dns.warm()
+            if store.backend_name() == "mysql":
+                from qtools.vpopmail import store_mysql
+                store_mysql.driver()
+            else:
+                from qtools.vpopmail import store_cdb  # noqa: F401
         except Exception:                           # noqa: BLE001 - a child will say why
             pass
     cert = os.path.join(home, "control", "servercert.pem")
