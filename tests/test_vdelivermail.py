@@ -825,3 +825,46 @@ def test_disk_full_is_111_and_leaves_nothing(small_fs, tmp_path):
     assert files(os.path.join(md, "tmp")) == [] and files(os.path.join(md, "new")) == []
     assert deliver(vh, tmp_path)[0] == 0                     # room again for a small one
     assert len(stored(md)) == 1
+
+
+# -- interop: courier's Maildir++ (Debian maildrop's deliverquota) ----------------
+DELIVERQUOTA = next((p for p in ("/usr/sbin/deliverquota", "/usr/bin/deliverquota")
+                     if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(DELIVERQUOTA is None,
+                    reason="courier's deliverquota (Debian package maildrop) not installed")
+def test_interop_with_courier_deliverquota(tmp_path):
+    """vdelivermail and courier's deliverquota share a Maildir: each reads
+    the other's maildirsize lines and names, the sums agree with a count,
+    and both refuse the same over-quota message."""
+    vh = VHome(tmp_path, "cdb")
+    vh.ok("vadddomain", DOM, "pmpass")
+    vh.ok("vadduser", "joe@" + DOM, "pw")
+    vh.ok("vsetuserquota", "joe@" + DOM, "5000")
+    md = maildir(vh)
+
+    def courier(msg):
+        mf = tmp_path / "cm"
+        mf.write_bytes(msg)
+        with open(mf, "rb") as f:
+            return subprocess.run([DELIVERQUOTA, md, "5000S"], stdin=f, capture_output=True,
+                                  timeout=60).returncode
+
+    def total():
+        return sum(int(NAME.match(n).group(5)) if NAME.match(n) else
+                   int(re.search(r",S=(\d+)", n).group(1)) for n, _ in stored(md)), \
+            len(stored(md))
+
+    assert deliver(vh, tmp_path)[0] == 0
+    assert courier(MSG) == 0
+    assert deliver(vh, tmp_path)[0] == 0
+    assert mq.usage(md, "5000S") == total() and total()[1] == 3
+    big = MSG + b"x" * 4850                                # fits alone, not with the rest
+    assert courier(big) == 77                               # our deltas count for courier
+    assert deliver(vh, tmp_path, msg=big)[0] == 100         # and courier's for us
+    # courier recounts a Maildir we wrote: the same totals as ours
+    os.unlink(os.path.join(md, "maildirsize"))
+    assert courier(MSG) == 0
+    assert mq.read(md).size == total()[0] and mq.read(md).count == total()[1]
+    assert mq.count(md) == total()
