@@ -258,6 +258,11 @@ def test_levels(vh, mode):
         assert c.cmd(b"mod_user userid@yourdomain.net") == b"+OK \r\n"
         c.send(b"comment=New Name\r\nno_pop 1\r\nclear_text_password new pass\r\n.\r\n")
         assert c.line() == b"+OK \r\n"
+        # a ':' in a crypted password would shift vpasswd's fields into the
+        # flags: refused, nothing changed
+        assert c.cmd(b"mod_user userid@yourdomain.net") == b"+OK \r\n"
+        c.send(b"comment x\r\nencrypted_password x:1:65536:g:/tmp:NOQUOTA\r\n.\r\n")
+        assert c.line() == b"-ERR 0.507 bad character\r\n"
         c.close()
         assert chkpw(vh, b"userid@yourdomain.net\0new pass\0", mode=mode)[0] == 0
         assert vh.ok("vuserinfo", "-c", "-g", "userid@" + DOM) == "0\nNew Name\n"
@@ -682,6 +687,48 @@ def test_started_unprivileged_runs_in_one_process(vh, mode):
         assert not os.path.exists(vh.domdir("new.test"))
         assert c.cmd(b"quit") == b"+OK \r\n"
         c.close()
+
+
+@needs_root
+def test_service_template(vh, mode, tmp_path):
+    """run/vpopmaild/run as a service directory uses it: envdir ./env, the
+    seed's tcpserver line (-u 0 -g 0), vpopmaild on IP:PORT."""
+    import subprocess
+    from helpers import QBIN, stop
+    from vpoptools import free_port
+    setup_users(vh)
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    svc = tmp_path / "vpopmaild"
+    shutil.copytree(os.path.join(top, "run", "vpopmaild"), svc)
+    port = free_port()
+    env = svc / "env"
+    env.mkdir()
+    for k, v in dict(IP="127.0.0.1", PORT=str(port), QMAILHOME=vh.qmail,
+                     VPOPMAILHOME=vh.vpop, VPOPMAIL_AUTH=vh.backend,
+                     LOGDIR=str(tmp_path / "log")).items():
+        (env / k).write_text(v + "\n")
+    e = vh.env(mode)
+    e["PATH"] = QBIN + ":/usr/bin:/bin"
+    p = subprocess.Popen(["sh", str(svc / "run")], cwd=svc, env=e, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    try:
+        def up():
+            try:
+                return socket.create_connection(("127.0.0.1", port), 1)
+            except OSError:
+                return None
+        sock = wait_until(up, proc=p, what="vpopmaild service")
+        f = sock.makefile("rb")
+        assert f.readline() == b"+OK \r\n"
+        sock.sendall(b"slogin userid@yourdomain.net PASS WORD\r\nquit\r\n")
+        assert f.readline() == b"+OK \r\n" and f.readline() == b"+OK \r\n"
+        f.close()
+        sock.close()
+    finally:
+        os.killpg(p.pid, 15)
+        stop(p)
+        p.stdout.close()
 
 
 def test_man_page_and_launcher():

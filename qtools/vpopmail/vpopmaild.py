@@ -31,12 +31,15 @@ Protocol (vpopmail 5.4 vpopmaild.c, vpopmaild.msg):
   rm_dir, list_dir, rm_file, rename_file, write_file, read_file, stat_file,
   get_ip_map/add_ip_map/del_ip_map/show_ip_map (`-ERR 33.x Not Available`:
   no IP_ALIAS_DOMAINS), add_list/del_list/mod_list (`-ERR 36.x Not
-  Implemented yet`), add_alias/remove_alias/delete_alias/list_alias
-  (`-ERR 33.x Not Available`: qtools' store has no valias yet), help,
-  exit/quit/q.  Replies and quirks as vpopmaild.c: `+OK ` with a space,
+  Implemented yet`), add_alias/remove_alias/delete_alias/list_alias (the
+  store's valias), help, exit/quit/q.  Replies and quirks as vpopmaild.c: `+OK ` with a space,
   `-ERR 0,405` from del_user, `-ERR 38xx`/`39xx` without a dot from the
   size commands, get_limits sends its perm_defaultquota line twice, the
-  skipped users of a list_users page still get their empty line.
+  skipped users of a list_users page still get their empty line,
+  list_alias of an address without aliases answers `.` alone.
+  qtools refuses a mod_user encrypted_password holding ':' (it would shift
+  the fields of a vpasswd line) with `-ERR 0.507 bad character`, changing
+  nothing.
 
 Limits: a line longer than 2048 bytes (with its CRLF) or holding a NUL is
 not a command (`-ERR 4.104`/`4.107 Invalid Command`; before login it counts
@@ -657,6 +660,7 @@ def mod_user(s, tok):
     over = s.sa() or (s.qa() and s.auth.gid & S.V_OVERRIDE)
     may = {"any": True, "over": over, "sa": s.sa(), "adm": s.admin()}
     s.send(OK)
+    bad = 0
     while True:
         text = read_text(s.conn, 106)
         if text is None:
@@ -676,10 +680,18 @@ def mod_user(s, tok):
             pw.shell = S.format_maildirquota(value)
             admin.update_maildirsize(a, pw.dir, pw.shell)
         elif param == "encrypted_password":
-            pw.passwd = value
+            # qtools: a ':' would shift the fields of a vpasswd line (a
+            # user could write its own flag bits); vpopmaild.c stores it
+            if ":" in value or len(value) > S.MAX_PW_PASS:
+                bad = bad or (S.VA_BAD_CHAR if ":" in value else S.VA_PASSWD_TOO_LONG)
+            else:
+                pw.passwd = value
         elif param == "clear_text_password" and not pw.flags & S.NO_PASSWD_CHNG:
-            pw.clear = value
-            pw.passwd = S.mkpasswd(value)
+            if len(_b(value)) > S.MAX_PW_CLEAR_PASSWD:
+                bad = bad or S.VA_CLEAR_PASSWD_TOO_LONG
+            else:
+                pw.clear = value
+                pw.passwd = S.mkpasswd(value)
         elif param == "clear_all_flags" and over:
             pw.gid = 0
         elif param in MOD_FLAGS and may[MOD_FLAGS[param][1]]:
@@ -690,9 +702,10 @@ def mod_user(s, tok):
             elif v == 0:
                 pw.gid &= ~bit
     try:
-        if len(pw.gecos) > S.MAX_PW_GECOS or len(pw.passwd) > S.MAX_PW_PASS:
-            raise S.StoreError(S.VA_GECOS_TOO_LONG if len(pw.gecos) > S.MAX_PW_GECOS
-                               else S.VA_PASSWD_TOO_LONG)
+        if bad:
+            raise S.StoreError(bad)                 # nothing is changed
+        if len(pw.gecos) > S.MAX_PW_GECOS:
+            raise S.StoreError(S.VA_GECOS_TOO_LONG)
         s.st.setpw(pw, a.domain)
     except S.StoreError as e:
         s.send(err0(507, S.verror(e.code)))
@@ -1096,6 +1109,7 @@ def set_limits(s, tok):
     keys.update(LIMIT_FLAGS)
     ignored = set(LIMIT_PERMS) | {"perm_maillist_users", "perm_maillist_moderators"}
     s.send(OK)
+    bad = 0
     while True:
         text = read_text(s.conn, 106)
         if text is None:
