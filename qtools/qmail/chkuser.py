@@ -208,6 +208,8 @@ def mx_lookup(domain):
     if any(c < 128 and c not in NAME_CHARS for c in domain):
         return DNS_HARD                     # no name server knows such a name
     name = domain.decode("utf-8", "replace")
+    if not _name_ok(name):
+        return DNS_HARD
     try:
         mxs = dns.mx(name)
     except dns.PermFail:
@@ -223,6 +225,16 @@ def mx_lookup(domain):
             return DNS_OK
         soft = soft or r == DNS_SOFT
     return DNS_SOFT if soft else DNS_OK
+
+
+def _name_ok(name):
+    """A name that can be asked at all (label lengths, IDNA)."""
+    try:
+        import dns.name
+        dns.name.from_text(name)
+    except Exception:                               # noqa: BLE001 - dnspython's IDNA errors
+        return False
+    return True
 
 
 def _a_lookup(name):
@@ -268,7 +280,7 @@ class Chkuser:
         else:
             self.starting = -1              # sagredo: any other value turns it off
         var = _env(b"CHKUSER_DISABLE_VARIABLE")
-        if var:
+        if var is not None:
             if _env(var) is not None:
                 self.starting = -1
         elif _env(b"RELAYCLIENT") is not None:
@@ -277,7 +289,7 @@ class Chkuser:
         self.maxwrong = _int(_env(b"CHKUSER_WRONGRCPTLIMIT") or b"")
         self.mbxquota = _int(_env(b"CHKUSER_MBXQUOTA") or b"")
         var = _env(b"CHKUSER_SENDER_NOCHECK_VARIABLE")
-        self.sender_nocheck = (_env(var) is not None) if var \
+        self.sender_nocheck = (_env(var) is not None) if var is not None \
             else _env(b"RELAYCLIENT") is not None
         self.identify = _env(b"CHKUSER_IDENTIFY")
         self.doublebounce = _env(b"CHKUSER_DOUBLEBOUNCE") is not None
