@@ -535,11 +535,15 @@ def test_user_dir_outside_the_domain_is_refused(dom, tmp_path):
     assert os.listdir(victim) == []
 
 
-def test_nul_in_a_dot_qmail_line(dom, tmp_path):
+def test_nul_or_nothing_in_a_dot_qmail_line(dom, tmp_path):
     udir = os.path.join(dom.domdir(DOM), "joe")
     with open(os.path.join(udir, ".qmail"), "wb") as f:
         f.write(b"&bob@else\0where.test\n")
     assert deliver(dom, tmp_path) == (111, TEXT["nul"] + "\n", "")
+    with open(os.path.join(udir, ".qmail"), "wb") as f:
+        f.write(b"&  \n")
+    assert deliver(dom, tmp_path) == (111, TEXT["noaddress"] + "\n", "")
+    assert stored(maildir(dom)) == []
 
 
 def test_symlinked_maildirsize_is_not_written_through(dom, tmp_path):

@@ -77,8 +77,9 @@ vpopmail user); the tmp/ and new/ names are never reused (an existing name
 gets `_<n>` after the pid instead of being overwritten); new/ is fsync'ed;
 a NOQUOTA user gets no maildirsize; a user directory outside the domain's
 directory is refused (111) instead of written to; blank instruction lines
-are skipped; a read error is a temporary failure, not a short message; an
-empty message is stored (vpopmail's MAKE_SEEKABLE build drops it); the
+are skipped; a NUL in a line or an empty forward address defers (111); a
+read error is a temporary failure, not a short message; an empty message is
+stored (vpopmail's MAKE_SEEKABLE build drops it); the
 `.qmail-<ext>` files of step 4 are looked for only when the user was found
 without its extension; the size in maildirsize and the quota check include
 the two header lines; vpopmail's spamassassin, maildrop and vusaged hooks
@@ -118,6 +119,7 @@ TEXT = {
     "forward": "Unable to forward message: %s.",
     "outside": "vdelivermail: user directory outside the domain directory: %s",
     "nul": "vdelivermail: NUL in a delivery instruction",
+    "noaddress": "vdelivermail: empty forward address",
 }
 BOUNCE_CODES = (64, 65, 70, 76, 77, 78, 100, 112)
 
@@ -768,6 +770,8 @@ class Delivery:
         from qtools.lib import queue as qlib
         if address.startswith("&"):
             address = address[1:]
+        if not address.strip():
+            vexit(EXIT_DEFER, TEXT["noaddress"])
         headers = self.forward_dtline(address).encode("utf-8", "surrogateescape")
         sender = os.environb.get(b"NEWSENDER")
         if sender is None:
