@@ -21,6 +21,11 @@ the old one; a count that raced a delivery (new/ or cur/ changed meanwhile)
 is repeated, at most three times.  A Maildir containing `maildirfolder` is a
 folder: its parent's maildirsize counts.  The file is opened O_NOFOLLOW: a
 symbolic link named maildirsize is never read or written through.
+As in courier, a recount racing deliveries may count a message twice (its
+link came before the count, its delta after the rename) or miss a delta
+written to the replaced file; the error stays until the next recount, which
+the rules above make happen within 15 minutes or at the next over-quota
+verdict.
 
 Functions (qmail-smtpd's chkuser imports these names):
   parse_spec(spec) -> (max_bytes, max_count)     0 = unlimited
