@@ -13,15 +13,14 @@ replaced.  So a forked child pays a fork instead of a Python start-up.
 Env edits queued with env() are applied at exec time (value None = remove).
 """
 import os
-import signal
 import sys
 
 import _signal
 
 from qtools.lib import env as _env, proctitle, run as _run, sig
 
-_SIG_DFL, _SIG_IGN = int(signal.SIG_DFL), int(signal.SIG_IGN)
-_SIGPIPE, _SIGXFSZ, _SIGINT = int(signal.SIGPIPE), int(signal.SIGXFSZ), int(signal.SIGINT)
+_SIG_DFL, _SIG_IGN = _signal.SIG_DFL, _signal.SIG_IGN
+_SIGPIPE, _SIGXFSZ, _SIGINT = _signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT
 
 MARKER = b"\n# qtools-program: "
 _cache = {}             # path -> (st_ino, st_mtime_ns, module or None)
@@ -206,9 +205,9 @@ def pathexec_run(argv, file=None):
 _cloexec = None
 _reset = None           # signals to put back to SIG_DFL, as of snapshot(signals=True)
 # signals commonly caught by code that does not go through qtools.lib.sig
-_USUAL = frozenset(int(x) for x in (
-    signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1,
-    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCONT, signal.SIGWINCH))
+_USUAL = frozenset((
+    _signal.SIGHUP, _signal.SIGTERM, _signal.SIGCHLD, _signal.SIGALRM, _signal.SIGUSR1,
+    _signal.SIGUSR2, _signal.SIGQUIT, _signal.SIGCONT, _signal.SIGWINCH))
 
 
 def snapshot(signals=False):

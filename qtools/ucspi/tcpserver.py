@@ -29,9 +29,8 @@ import errno
 import gc
 import os
 import select
-import signal
-import socket
 
+import _signal
 import _socket
 
 from qtools.lib import env as _env, fd as fdio, pathexec, proctitle, sig, strerr
@@ -139,14 +138,14 @@ class Server:
             port = scan_ulong(p)
         else:
             try:
-                port = socket.getservbyname(p, "tcp")
+                port = _socket.getservbyname(p, "tcp")
             except OSError:
                 self.fatal("unable to figure out port number for ", p)
         try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         except OSError as e:
             self.fatal("unable to create socket: ", e)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         try:
             s.bind((localip, port & 0xFFFF))
         except OSError as e:
@@ -207,9 +206,9 @@ class Server:
         self.notify_r, self.notify_w = _pipe()
         self.death_r, self.death_w = _pipe()
         os.set_blocking(self.notify_w, True)
-        sig.catch(signal.SIGCHLD, _noop)
-        signal.set_wakeup_fd(wake_w)
-        sig.catch(signal.SIGTERM, _exit0)
+        sig.catch(_signal.SIGCHLD, _noop)
+        _signal.set_wakeup_fd(wake_w)
+        sig.catch(_signal.SIGTERM, _exit0)
         self.spares = set()
         self.status()
         # made once, here: a child dup2()s its connection onto this socket
@@ -256,6 +255,11 @@ class Server:
                 self.status()
 
     def fork_spare(self):
+        # a nearly idle server lets its waiting children rehearse the
+        # connection's path (the program's rehearse hook: control files,
+        # replies) so that its page faults come before a client waits; a
+        # busy one saves the CPU
+        self.rehearsing = len(self.children) < 2
         try:
             pid = os.fork()
         except OSError as e:
@@ -289,6 +293,8 @@ class Server:
         death_r = self.death_r
         # ps shows the waiting children apart from the server itself
         proctitle.set("tcpserver: waiting for a connection")
+        if self.rehearsing:
+            pathexec.rehearse(self.cfg.argv)
         try:
             ep = select.epoll(2)
             ep.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -377,12 +383,12 @@ class Child:
         sock = self.sock
         if cfg.kill_options:
             try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+                sock.setsockopt(_socket.IPPROTO_IP, _socket.IP_OPTIONS, b"")
             except OSError:
                 pass
         if cfg.nodelay:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             except OSError:
                 pass
         if cfg.banner:
@@ -494,7 +500,7 @@ def ident(localip, remoteip, localport, remoteport, timeout):
     import time
     deadline = time.monotonic() + timeout
     try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     except OSError:
         return None
     try:
