@@ -13,17 +13,19 @@ replaced.  So a forked child pays a fork instead of a Python start-up.
 Env edits queued with env() are applied at exec time (value None = remove).
 """
 import os
-import signal
 import sys
 
 import _signal
 
-_SIG_DFL, _SIG_IGN = int(signal.SIG_DFL), int(signal.SIG_IGN)
-_SIGPIPE, _SIGXFSZ, _SIGINT = int(signal.SIGPIPE), int(signal.SIGXFSZ), int(signal.SIGINT)
+from qtools.lib import env as _env, proctitle, run as _run, sig
+
+_SIG_DFL, _SIG_IGN = _signal.SIG_DFL, _signal.SIG_IGN
+_SIGPIPE, _SIGXFSZ, _SIGINT = _signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT
 
 MARKER = b"\n# qtools-program: "
 _cache = {}             # path -> (st_ino, st_mtime_ns, module or None)
 _edits = []
+_resolved = {}          # name -> ($PATH, path, module): what preload() found
 
 
 def env(name, value):
@@ -32,16 +34,15 @@ def env(name, value):
 
 
 def _apply_env():
-    for name, value in _edits:
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    del _edits[:]
+    if _edits:
+        fsencode = os.fsencode
+        for name, value in _edits:
+            _env.setb(fsencode(name), None if value is None else fsencode(value))
+        del _edits[:]
 
 
 def elision_enabled():
-    return not os.environ.get("QTOOLS_NOELIDE")
+    return not _env.getb(b"QTOOLS_NOELIDE")
 
 
 def launcher_module(path):
@@ -103,6 +104,7 @@ def preload(argv):
         return None
     p = resolve(argv[0])
     mod = launcher_module(p) if p else None
+    _resolved[argv[0]] = (_env.getb(b"PATH"), p, mod)
     if mod:
         try:
             __import__(mod)
@@ -112,6 +114,15 @@ def preload(argv):
         if hook:
             hook(argv)
     return mod
+
+
+def refresh():
+    """In a long-lived parent: check what preload() resolved against the
+    files now (a launcher replaced by an upgrade), so children that fork
+    later need no PATH walk of their own."""
+    for name, (path, p, mod) in list(_resolved.items()):
+        q = resolve(name)
+        _resolved[name] = (_env.getb(b"PATH"), q, launcher_module(q) if q else None)
 
 
 def rehearse(argv):
@@ -130,7 +141,6 @@ def rehearse(argv):
             break
         if os.path.exists(p):
             break
-    from qtools.lib import sig
     for s in sig.caught.union(_USUAL):
         _signal.getsignal(s)
 
@@ -160,6 +170,12 @@ def pathexec_run(argv, file=None):
     named apart from argv[0] (argv0 needs that); by default it is argv[0]."""
     _apply_env()
     elide = elision_enabled()
+    if elide and file is None:
+        # what the parent resolved, if $PATH is still the same: a forked
+        # child need not walk it (each stat() is objects and page faults)
+        hit = _resolved.get(argv[0])
+        if hit is not None and hit[2] and hit[0] == _env.getb(b"PATH"):
+            run_elided(hit[2], [hit[1]] + list(argv[1:]), title=argv)   # never returns
     saved = None
     restored = False
     for p in candidates(argv[0] if file is None else file):
@@ -187,20 +203,30 @@ def pathexec_run(argv, file=None):
 
 
 _cloexec = None
+_reset = None           # signals to put back to SIG_DFL, as of snapshot(signals=True)
 # signals commonly caught by code that does not go through qtools.lib.sig
-_USUAL = frozenset(int(x) for x in (
-    signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1,
-    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCONT, signal.SIGWINCH))
+_USUAL = frozenset((
+    _signal.SIGHUP, _signal.SIGTERM, _signal.SIGCHLD, _signal.SIGALRM, _signal.SIGUSR1,
+    _signal.SIGUSR2, _signal.SIGQUIT, _signal.SIGCONT, _signal.SIGWINCH))
 
 
-def snapshot():
+def snapshot(signals=False):
     """In a parent about to fork children that will elide: remember which
     close-on-exec fds are open now, so a child closes exactly those instead
     of scanning /proc/self/fd (cheaper: a fork pays a page fault per first
     touch of the parent's memory).  Fds a child opens itself are its own
-    business to close."""
-    global _cloexec
+    business to close.  signals=True also remembers which signals have
+    handlers now: a parent whose children install none of their own before
+    they elide says so, and a child resets just those."""
+    global _cloexec, _reset
     _cloexec = [fd for fd in _open_fds() if not _inheritable(fd)]
+    if signals:
+        _reset = (len(sig.caught), [s for s in sig.caught.union(_USUAL) if _handled(s)])
+
+
+def _handled(s):
+    h = _signal.getsignal(s)
+    return h != _SIG_DFL and h != _SIG_IGN
 
 
 def _open_fds():
@@ -233,11 +259,13 @@ def exec_state():
         _signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
         pass
-    from qtools.lib import sig
-    for s in sig.caught.union(_USUAL):
-        h = _signal.getsignal(s)
-        if h != _SIG_DFL and h != _SIG_IGN:
+    if _reset is not None and len(sig.caught) == _reset[0]:
+        for s in _reset[1]:
             _signal.signal(s, _SIG_DFL)
+    else:
+        for s in sig.caught.union(_USUAL):
+            if _handled(s):
+                _signal.signal(s, _SIG_DFL)
     _signal.signal(_SIGPIPE, _SIG_IGN)
     _signal.signal(_SIGXFSZ, _SIG_IGN)
     h = _signal.getsignal(_SIGINT)
@@ -251,7 +279,6 @@ def run_elided(modname, argv, title=None):
     try:
         exec_state()
         sys.argv = list(argv)
-        from qtools.lib import proctitle, run
         if proctitle.loaded():
             proctitle.set(" ".join(title or argv))
         try:
@@ -261,7 +288,7 @@ def run_elided(modname, argv, title=None):
             os.write(2, ("%s: fatal: unable to load %s: %s: %s\n"
                          % (name, modname, type(e).__name__, e)).encode("utf-8", "replace"))
             return
-        code = run.guard(sys.modules[modname], list(argv))
+        code = _run.guard(sys.modules[modname], list(argv))
     finally:
         try:
             sys.stdout.flush()

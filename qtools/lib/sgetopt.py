@@ -15,8 +15,25 @@ class UsageError(Exception):
     pass
 
 
+_memo = {}              # (optstring, argv[1:]) -> a successful parse
+
+
 def getopt(argv, optstring, prog=None):
-    """Return ([(letter, arg or None), ...], operands)."""
+    """Return ([(letter, arg or None), ...], operands).  Successful parses
+    are remembered (a few): a parent that preloads a program and parses its
+    argv once spares every forked child the parse.  Callers must not change
+    the lists they get."""
+    key = (optstring, tuple(argv[1:]))
+    hit = _memo.get(key)
+    if hit is not None:
+        return hit
+    hit = _getopt(argv, optstring, prog)
+    if len(_memo) < 16:
+        _memo[key] = hit
+    return hit
+
+
+def _getopt(argv, optstring, prog):
     prog = prog or os.path.basename(argv[0]) if argv else "?"
     opts = []
     i = 1

@@ -46,6 +46,7 @@ otherwise smtpd's.
 """
 import os
 
+from qtools.lib.env import getb
 from qtools.lib.sgetopt import UsageError, getopt, scan_ulong
 
 PROG = "rblsmtpd"
@@ -67,7 +68,6 @@ UNDECIDED, ACCEPT, REJECT, BOUNCE = 0, 1, 2, 3      # rblsmtpd.c `decision`
 class State:
     def __init__(self, ip):
         self.ip = ip
-        self.reverse = reverse(ip)
         self.decision = UNDECIDED
         self.text = b""
         self.rblerror = False       # -b
@@ -80,7 +80,7 @@ class State:
             return
         from qtools.lib import dns
         try:
-            text = b"".join(dns.txt(self.reverse + base))
+            text = b"".join(dns.txt(reverse(self.ip) + base))
         except dns.PermFail:
             text = b""
         except Exception:                   # TempFail, or a name DNS can't carry
@@ -99,7 +99,7 @@ class State:
             return
         from qtools.lib import dns
         try:
-            found = dns.a(self.reverse + base)
+            found = dns.a(reverse(self.ip) + base)
         except dns.PermFail:
             found = []
         except Exception:
@@ -206,6 +206,7 @@ def preload(argv):
     scan = _scan(argv)
     if not scan:
         return
+    getopt(argv, OPTS, PROG)    # _scan() found it valid: the parse is remembered
     if scan[0]:
         from qtools.lib import dns
         try:
@@ -226,9 +227,8 @@ def rehearse(argv):
 
 
 def main(argv):
-    environ = os.environb
-    st = State(environ.get(b"TCPREMOTEIP", b"").decode("latin-1"))
-    x = environ.get(b"RBLSMTPD")
+    st = State(getb(b"TCPREMOTEIP", b"").decode("latin-1"))
+    x = getb(b"RBLSMTPD")
     if x is not None:
         if not x:
             st.decision = ACCEPT

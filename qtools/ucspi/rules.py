@@ -41,21 +41,35 @@ def _b(s):
 def lookup(path, ip, host=None, info=None):
     """(key, data) of the first matching rule, both bytes, or (None, None) if
     none.  Raises OSError when the cdb cannot be read."""
-    db = cdb.reader(path)
-    try:
-        for k in keys(ip, host, info):
-            v = db.get(k)
-            if v is not None:
-                return k, v
-        return None, None
-    finally:
-        db.close()
+    if host is None and info is None:
+        # tcpserver's usual case (-H -R), without the generator
+        ip = _b(ip)
+        ks = [ip]
+        for i in range(len(ip), 0, -1):
+            if ip[i - 1] == 0x2E:                       # '.'
+                ks.append(ip[:i])
+        ks.append(b"")
+        return cdb.first(path, ks)
+    return cdb.first(path, keys(ip, host, info))
 
 
 def records(data):
     """The NUL-terminated records of rule data (an unterminated tail is ignored)."""
     recs = data.split(b"\0")
     return recs[:-1]
+
+
+def parse_bytes(data):
+    """parse() with names and values as bytes, for the environment as is."""
+    deny = False
+    env = []
+    for rec in data.split(b"\0")[:-1]:
+        if rec[:1] == b"D":
+            deny = True
+        elif rec[:1] == b"+" and b"=" in rec:
+            name, _, value = rec[1:].partition(b"=")
+            env.append((name, value))
+    return deny, env
 
 
 def parse(data):

@@ -15,8 +15,8 @@ TCPREMOTEINFO and the rule's variables in its environment.
 
 qtools: when the program is itself a qtools program, the parent preloads it
 and each child runs it without an exec (see qtools.lib.pathexec); set
-QTOOLS_NOELIDE=1 for a real exec.  Up to two children are forked ahead and
-wait in accept() (waiting plus busy children never exceed -c); as the child
+QTOOLS_NOELIDE=1 for a real exec.  Children are forked ahead, in batches of
+up to six, and wait in accept() (waiting plus busy never exceed -c); as the child
 that accepted logs its own `pid P from IP`, the parent's `status: N/L` for
 that connection may come just after it instead of just before.  A fork
 failure is retried, never drops a connection.  -4 is accepted (IPv4 is the
@@ -29,13 +29,11 @@ import errno
 import gc
 import os
 import select
-import signal
-import socket
 
 import _signal
 import _socket
 
-from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
+from qtools.lib import env as _env, fd as fdio, pathexec, proctitle, sig, strerr
 from qtools.lib.sgetopt import UsageError, apply, getopt, scan_ulong
 from qtools.ucspi import rules
 
@@ -140,14 +138,14 @@ class Server:
             port = scan_ulong(p)
         else:
             try:
-                port = socket.getservbyname(p, "tcp")
+                port = _socket.getservbyname(p, "tcp")
             except OSError:
                 self.fatal("unable to figure out port number for ", p)
         try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         except OSError as e:
             self.fatal("unable to create socket: ", e)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         try:
             s.bind((localip, port & 0xFFFF))
         except OSError as e:
@@ -186,14 +184,19 @@ class Server:
                 self.fatal("unable to set uid: ", e)
 
     # -- the accept loop ---------------------------------------------------
-    # qtools forks ahead: up to SPARES children wait in accept() while the
-    # parent sleeps, so a connection costs no fork on its critical path.
-    # Busy children plus waiting ones never exceed -c, so at most -c
-    # connections are served at once, and at the limit nobody accepts, as
-    # with the C tcpserver.  A child that accepted tells the parent (its pid
-    # on the notify pipe); the parent then logs `status: N/L`.  Waiting
-    # children also watch the "death" pipe and exit when the parent is gone.
-    SPARES = 2
+    # qtools forks ahead: children wait in accept() while the parent sleeps,
+    # so a connection costs no fork on its critical path.  When fewer than
+    # SPARES_LOW wait, the parent forks up to SPARES_HIGH in a row: a fork
+    # makes every page of the parent copy-on-write again, so its own writes
+    # between forks are page faults, and a batch shares them.  Busy children
+    # plus waiting ones never exceed -c, so at most -c connections are served
+    # at once, and at the limit nobody accepts, as with the C tcpserver.  A
+    # child that accepted tells the parent (its pid on the notify pipe); the
+    # parent then logs `status: N/L`.  Waiting children also watch the
+    # "death" pipe and exit when the parent is gone; they wait with
+    # EPOLLEXCLUSIVE, so a connection wakes one of them, not all.
+    SPARES_LOW = 2
+    SPARES_HIGH = 6
 
     def run(self, s):
         cfg = self.cfg
@@ -203,19 +206,29 @@ class Server:
         self.notify_r, self.notify_w = _pipe()
         self.death_r, self.death_w = _pipe()
         os.set_blocking(self.notify_w, True)
-        sig.catch(signal.SIGCHLD, _noop)
-        signal.set_wakeup_fd(wake_w)
-        sig.catch(signal.SIGTERM, _exit0)
+        sig.catch(_signal.SIGCHLD, _noop)
+        _signal.set_wakeup_fd(wake_w)
+        sig.catch(_signal.SIGTERM, _exit0)
         self.spares = set()
         self.status()
+        # made once, here: a child dup2()s its connection onto this socket
+        # object's descriptor instead of making one (a socket object's
+        # set-up is ~80 page faults in a fresh fork)
+        self.csock = _socket.socket(fileno=os.dup(s.fileno()))
+        cfg.localaddr = None
+        if s.getsockname()[0] != "0.0.0.0":
+            # bound to one address: every connection's local end is this one
+            cfg.localaddr = s.getsockname()[:2]
         gc.collect()
         gc.freeze()              # children share the parent's pages
-        pathexec.snapshot()
+        pathexec.snapshot(signals=True)
         while True:
-            while (len(self.spares) < self.SPARES
-                   and len(self.spares) + len(self.children) < cfg.limit):
-                if not self.fork_spare():
-                    break
+            if len(self.spares) < self.SPARES_LOW:
+                pathexec.refresh()
+                while (len(self.spares) < self.SPARES_HIGH
+                       and len(self.spares) + len(self.children) < cfg.limit):
+                    if not self.fork_spare():
+                        break
             ready = select.select([self.notify_r, self.wake_r], [], [], None if self.spares or
                                   len(self.children) >= cfg.limit else 1.0)[0]
             if self.notify_r in ready:
@@ -242,6 +255,11 @@ class Server:
                 self.status()
 
     def fork_spare(self):
+        # a nearly idle server lets its waiting children rehearse the
+        # connection's path (the program's rehearse hook: control files,
+        # replies) so that its page faults come before a client waits; a
+        # busy one saves the CPU
+        self.rehearsing = len(self.children) < 2
         try:
             pid = os.fork()
         except OSError as e:
@@ -272,10 +290,24 @@ class Server:
     def wait_accept(self):
         """In a waiting child: accept one connection, or exit with the parent."""
         lfd = self.sock.fileno()
-        self.rehearse()
+        death_r = self.death_r
+        # ps shows the waiting children apart from the server itself
+        proctitle.set("tcpserver: waiting for a connection")
+        if self.rehearsing:
+            pathexec.rehearse(self.cfg.argv)
+        try:
+            ep = select.epoll(2)
+            ep.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            ep.register(death_r, select.EPOLLIN)
+            poll = ep.poll
+        except (AttributeError, OSError):               # no epoll: select()
+            ep = None
         while True:
-            ready = select.select([lfd, self.death_r], [], [])[0]
-            if self.death_r in ready:
+            if ep is not None:
+                ready = [fd for fd, _ in poll()]
+            else:
+                ready = select.select([lfd, death_r], [], [])[0]
+            if death_r in ready:
                 os._exit(0)
             try:
                 t, addr = self.sock._accept()
@@ -283,38 +315,15 @@ class Server:
                 continue                                # another child took it
             except OSError:
                 continue
-            for fd in (lfd, self.wake_r, self.death_r, self.notify_r):
+            if ep is not None:
+                ep.close()
+            for fd in (lfd, self.wake_r, death_r, self.notify_r):
                 os.close(fd)
-            # the socket object rehearse() made takes over the connection
+            # the socket object the parent made takes over the connection
             csock = self.csock
             os.dup2(t, csock.fileno(), inheritable=False)
             os.close(t)
             return csock, addr
-
-    def rehearse(self):
-        """Touch now, while no client waits, the memory a connection's code
-        path will touch: every first write to a page shared with the parent
-        (a reference count is enough) is a copy-on-write fault, ~3 us on
-        this kind of VM, and a connection's path makes a few hundred."""
-        cfg = self.cfg
-        # ps shows the waiting children apart from the server itself
-        proctitle.set("tcpserver: waiting for a connection")
-        # the connection's socket object, made now; after accept() the
-        # connection is dup2()ed onto its descriptor
-        self.csock = _socket.socket(fileno=os.dup(self.sock.fileno()))   # C type: cheaper
-        try:
-            self.csock.getsockname()
-            self.csock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
-        except OSError:
-            pass
-        if cfg.rules:
-            try:
-                rules.parse(rules.lookup(cfg.rules, "0.0.0.0", None, None)[1] or b"")
-            except OSError:
-                pass
-        os.environ["TCPREHEARSAL"] = "1"
-        del os.environ["TCPREHEARSAL"]
-        pathexec.rehearse(cfg.argv)
 
     def reap(self):
         while True:
@@ -374,12 +383,12 @@ class Child:
         sock = self.sock
         if cfg.kill_options:
             try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+                sock.setsockopt(_socket.IPPROTO_IP, _socket.IP_OPTIONS, b"")
             except OSError:
                 pass
         if cfg.nodelay:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             except OSError:
                 pass
         if cfg.banner:
@@ -387,32 +396,38 @@ class Child:
                 fdio.writeall(fd, cfg.banner)
             except OSError as e:
                 self.drop("unable to print banner: ", e)
-        try:
-            localip, localport = sock.getsockname()[:2]
-        except OSError as e:
-            self.drop("unable to get local address: ", e)
+        localaddr = cfg.localaddr
+        if localaddr is None:
+            try:
+                localaddr = sock.getsockname()
+            except OSError as e:
+                self.drop("unable to get local address: ", e)
+        localip, localport = localaddr[0], localaddr[1]
         sock.detach()                           # fd stays open: it becomes 0 and 1
         localhost = cfg.localhost
         if localhost is None:
             localhost = _ptr(localip)
-        env = pathexec.env
-        env("PROTO", "TCP")
-        env("TCPLOCALIP", localip)
-        env("TCPLOCALPORT", str(localport))
-        env("TCPLOCALHOST", localhost)
+        # bytes straight into the environment (qtools.lib.env): this is
+        # the per-connection path, where every object touched costs
+        setenv = _env.setb
+        fsencode = os.fsencode
+        setenv(b"PROTO", b"TCP")
+        setenv(b"TCPLOCALIP", localip.encode())
+        setenv(b"TCPLOCALPORT", b"%d" % localport)
+        setenv(b"TCPLOCALHOST", None if localhost is None else fsencode(localhost))
         remotehost = None
         if cfg.remotehost:
             remotehost = _ptr(self.remoteip)
             if remotehost and cfg.paranoid and not _forward_ok(remotehost, self.remoteip):
                 remotehost = None
-        env("TCPREMOTEHOST", remotehost)
-        env("TCPREMOTEIP", self.remoteip)
-        env("TCPREMOTEPORT", str(self.remoteport))
+        setenv(b"TCPREMOTEHOST", None if remotehost is None else fsencode(remotehost))
+        setenv(b"TCPREMOTEIP", self.remoteip.encode())
+        setenv(b"TCPREMOTEPORT", b"%d" % self.remoteport)
         remoteinfo = None
         if cfg.remoteinfo:
             remoteinfo = ident(localip, self.remoteip, localport, self.remoteport,
                                cfg.ident_timeout)
-        env("TCPREMOTEINFO", remoteinfo)
+        setenv(b"TCPREMOTEINFO", None if remoteinfo is None else fsencode(remoteinfo))
         deny = False
         if cfg.rules:
             try:
@@ -422,10 +437,10 @@ class Child:
                     self.drop("unable to read ", cfg.rules, ": ", e)
                 data = None
             if data:
-                deny, ruleenv = rules.parse(data)
+                deny, ruleenv = rules.parse_bytes(data)
                 for name, value in ruleenv:
                     if name:                    # "+=x": C exports "=x"; Python cannot
-                        env(name, value)
+                        setenv(name, value)
         if cfg.verbosity >= 2:
             line = b"".join((
                 b"tcpserver: ", b"deny" if deny else b"ok", b" %d " % pid,
@@ -447,11 +462,10 @@ class Child:
             os.dup2(0, 1)
         except OSError as e:
             self.drop("unable to set up descriptors: ", e)
-        # tcpserver.c sig_uncatch()es SIGPIPE for the program; Python also
-        # ignores SIGXFSZ, and exec keeps ignored signals ignored.  (An elided
-        # qtools program gets the fresh-Python dispositions back from pathexec.)
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)     # _signal: no enum work
-        _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+        # tcpserver.c sig_uncatch()es SIGPIPE for the program: pathexec_run
+        # puts SIGPIPE and SIGXFSZ (which Python ignores) back to SIG_DFL
+        # before a real exec, and an elided qtools program gets the
+        # fresh-Python dispositions.
         try:
             pathexec.pathexec_run(cfg.argv)
         except OSError as e:
@@ -486,7 +500,7 @@ def ident(localip, remoteip, localport, remoteport, timeout):
     import time
     deadline = time.monotonic() + timeout
     try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     except OSError:
         return None
     try:
