@@ -17,8 +17,8 @@ import tempfile
 import pytest
 
 from helpers import TcpServer, needs_root, wait_until
-from vpoptools import (VHome, chkpw, mariadb, mariadb_template, private_mariadb,  # noqa: F401
-                       vhome)
+from vpoptools import (VHome, chkpw, mariadb, mariadb_template,  # noqa: F401
+                       private_mariadb)
 
 from qtools.vpopmail import privsep
 from qtools.vpopmail.vpopmaild import ERRMSG, MAXLINE, err
@@ -638,11 +638,22 @@ def test_mariadb_stopped_mid_session(private_mariadb, mode):  # noqa: F811
     try:
         vh = vhome_at(d, "mysql", private_mariadb)
         setup_users(vh)
+        login = sysadmin(vh)
+        ctl = os.path.join(vh.qmail, "control")
+        rcpthosts = read(os.path.join(ctl, "rcpthosts"))
         with daemon(vh, mode) as srv:
             c = Client(srv)
             c.multi(b"login postmaster@yourdomain.net pmpass")
+            sa = Client(srv)
+            sa.multi(login)
             private_mariadb.stop()
             temp = b"-ERR 1.101 %s\r\n" % ERRMSG[1].encode()
+            # the monitor's work (as root, or in-process): undone, reported
+            assert sa.cmd(b"add_domain down.test pw") == temp
+            assert not os.path.exists(vh.domdir("down.test"))
+            assert read(os.path.join(ctl, "rcpthosts")) == rcpthosts
+            assert "down.test" not in read(os.path.join(vh.qmail, "users", "assign"))
+            sa.close()
             assert c.cmd(b"user_info userid@yourdomain.net") == temp
             assert c.cmd(b"add_user xy@yourdomain.net pw") == temp
             assert c.cmd(b"user_count yourdomain.net") == temp
