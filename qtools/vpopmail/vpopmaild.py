@@ -440,7 +440,7 @@ class Session:
             if entry is None:
                 self.send(err(ERR_INVALID_COMMAND, 104))
                 continue
-            status = self.run(entry, tok, 101)
+            status = self.run(entry, tok)
             if status == -2:
                 failures += 1
                 if failures > LOGIN_FAILURES:
@@ -463,9 +463,9 @@ class Session:
             if entry is None or self.level < entry[0]:
                 self.send(err(ERR_INVALID_COMMAND, 107))
                 continue
-            self.run(entry, tok, 101)
+            self.run(entry, tok)
 
-    def run(self, entry, tok, minor):
+    def run(self, entry, tok):
         """Call a handler; a store that cannot answer is one -ERR reply."""
         try:
             return entry[1](self, tok)
@@ -1152,7 +1152,7 @@ def del_limits(s, tok):
 
 
 # -- the file system ------------------------------------------------------------
-def validate_path(s, path, minor_base=1500):
+def validate_path(s, path):
     """validate_path(): the path, a domain or an address mapped to its
     directory; None after the error reply.  qtools also requires the
     resolved path (symbolic links followed) to stay inside the caller's
