@@ -344,3 +344,23 @@ def test_cdb_missing_domain_directory_is_tempfail(tmp_path, monkeypatch):
     r = vh.run("valias", "x@" + DOM)
     assert (r.returncode, r.stdout) == (111, "Error: no authentication database connection\n")
     assert "domain directory missing" in r.stderr
+
+
+def test_vdeldomain_takes_its_aliases_along(dom):
+    """A domain deleted and added again starts without the old aliases (the
+    valias rows live outside the domain's tree in mysql), and an alias
+    domain's aliasdomains row goes with it."""
+    vh = dom
+    vh.ok("valias", "-i", "&joe@else.test", "sales@" + DOM)
+    vh.ok("vaddaliasdomain", DOM, "alias.test")
+    if vh.backend == "mysql":
+        assert list(vh.rows("SELECT alias FROM aliasdomains")) == [("alias.test",)]
+    vh.ok("vdeldomain", "alias.test")
+    if vh.backend == "mysql":
+        assert list(vh.rows("SELECT alias FROM aliasdomains")) == []
+    vh.ok("vdeldomain", DOM)
+    if vh.backend == "mysql":
+        assert list(alias_rows(vh)) == []
+    vh.ok("vadddomain", DOM, "pmpass")
+    r = vh.run("valias", "sales@" + DOM)
+    assert (r.returncode, r.stdout) == (255, "No aliases sales@example.test found\n")

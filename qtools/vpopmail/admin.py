@@ -212,8 +212,12 @@ def add_domain_assign(alias, real, dir, uid, gid):
     home = S.qmailhome()
     users = os.path.join(home, "users")
     ctl = os.path.join(home, "control")
-    os.makedirs(users, exist_ok=True)
-    os.makedirs(ctl, exist_ok=True)
+    for d in (users, ctl):
+        if not os.path.isdir(d):
+            # qmail's own mode, whatever vadddomain's umask (077): qmail-smtpd,
+            # chkuser and vpopmaild read these as other users
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
     update_file(os.path.join(users, "assign"),
                 "+%s-:%s:%d:%d:%s:-::" % (alias, real, uid, gid, dir), 1)
     update_newu()
@@ -398,6 +402,14 @@ def vdeldomain(st, domain):
     else:
         aliases = [e[0] for e in domain_entries(a.domain)] or [domain]
         st.deldomain(a.domain)
+        # rows of the store outside the domain's tree (mysql): a domain
+        # added again later under the name must not get them back
+        drop = getattr(st, "valias_delete_domain", None)
+        if drop is not None:
+            drop(a.domain)
+    for alias in aliases:
+        if alias != a.domain:
+            st.aliasdomain_del(alias)
         top = os.path.join(S.vpopmailhome(), "domains")
         if os.path.islink(a.dir):
             os.unlink(a.dir)
