@@ -4,10 +4,14 @@ answers SMTP on loopback, qmailctl works on it, and stop leaves nothing."""
 import os
 import smtplib
 import socket
+import shutil
 import ssl
 import subprocess
+import tempfile
 
 import pytest
+
+from pathlib import Path
 
 from helpers import QBIN, wait_until
 
@@ -28,20 +32,25 @@ def ps_tree():
 
 
 @pytest.fixture
-def demo(tmp_path):
+def demo():
+    # a directory others can enter (pytest's tmp_path is 0700): as root the
+    # demo's vpopmaild reads the network as user nobody
+    top = tempfile.mkdtemp(prefix="qtdemo.", dir="/tmp")
+    os.chmod(top, 0o755)
     port = free_port()
     env = dict(os.environ, QTOOLS_NOINSTALL="1", QTOOLS_VENV=os.path.dirname(QBIN),
-               QTOOLS_DEMO=str(tmp_path / "demo"), QTOOLS_SMTP_PORT=str(port),
-               QTOOLS_SUBMISSION_PORT=str(free_port()))
+               QTOOLS_DEMO=os.path.join(top, "demo"), QTOOLS_SMTP_PORT=str(port),
+               QTOOLS_SUBMISSION_PORT=str(free_port()), QTOOLS_VPOPMAILD_PORT=str(free_port()))
     env.pop("QTOOLS_NOELIDE", None)
     p = subprocess.run(["sh", os.path.join(TOP, "run", "demo"), "start"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     try:
-        yield tmp_path / "demo", port, env, p.stdout
+        yield Path(top) / "demo", port, env, p.stdout
     finally:
         subprocess.run(["sh", os.path.join(TOP, "run", "demo"), "stop"], env=env,
                        capture_output=True, timeout=60)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_demo_tree_smtp_qmailctl_and_stop(demo):
@@ -51,7 +60,7 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
     tree = ps_tree()
     for title in ("svscan %s/service" % d, "supervise qmail-smtpd", "supervise log",
                   "supervise qmail-submission",
-                  "supervise clear", "readproctitle service errors: ...",
+                  "supervise clear", "supervise vpopmaild", "readproctitle service errors: ...",
                   "multilog t %s/log/smtpd" % d):
         assert title in tree, title
     assert "tcpserver -v -H -R -l 0 -x %s/vpopmail/etc/tcp.smtp.cdb" % d in tree
@@ -91,6 +100,25 @@ def test_demo_tree_smtp_qmailctl_and_stop(demo):
     # the log got tcpserver's lines
     wait_until(lambda: b"tcpserver: end " in (d / "log/smtpd/current").read_bytes(), 10,
                what="tcpserver log lines in multilog")
+    # the seed's vpopmaild login, on the demo's port, as the postmaster
+    # vadddomain made
+    vp = int(env["QTOOLS_VPOPMAILD_PORT"])
+    assert "vpopmaild on 127.0.0.1:%d" % vp in out
+    with socket.create_connection(("127.0.0.1", vp), timeout=20) as c:
+        f = c.makefile("rb")
+        assert f.readline() == b"+OK \r\n"
+        c.sendall(b"login postmaster@example.test postmaster-secret\r\n")
+        assert f.readline() == b"+OK+\r\n"
+        lines = []
+        while True:
+            line = f.readline()
+            assert line, lines
+            if line == b".\r\n":
+                break
+            lines.append(line)
+        assert b"name postmaster\r\n" in lines
+        c.sendall(b"bogus\r\n")
+        assert f.readline() == b"-ERR 4.107 Invalid Command\r\n"
     # qmailctl clear runs the one-shot service once
     cl = subprocess.run([str(d / "qmailctl"), "clear"], capture_output=True, text=True,
                         timeout=30)
