@@ -598,41 +598,11 @@ def vsetuserquota(st, user, domain, quota):
 
 # -- Maildir++ quota -----------------------------------------------------------
 def maildir_usage(maildir):
-    """(bytes, messages) in new/ and cur/ of the Maildir and its folders
-    (.Trash excluded, as vpopmail's maildirquota.c counts)."""
-    size = count = 0
-    folders = [maildir]
-    try:
-        folders += [os.path.join(maildir, n) for n in os.listdir(maildir)
-                    if n.startswith(".") and n not in (".", "..", ".Trash")
-                    and os.path.isdir(os.path.join(maildir, n))]
-    except OSError:
-        return 0, 0
-    for f in folders:
-        for sub in ("new", "cur"):
-            d = os.path.join(f, sub)
-            try:
-                names = os.listdir(d)
-            except OSError:
-                continue
-            for n in names:
-                i = n.find(",S=")
-                if i >= 0:
-                    digits = ""
-                    for c in n[i + 3:]:
-                        if not c.isdigit():
-                            break
-                        digits += c
-                    if digits:
-                        size += int(digits)
-                        count += 1
-                        continue
-                try:
-                    size += os.stat(os.path.join(d, n)).st_size
-                    count += 1
-                except OSError:
-                    pass
-    return size, count
+    """(bytes, messages) in new/ and cur/ of the Maildir and its folders, as
+    vpopmail's maildirquota.c counts (qtools.vpopmail.maildirquota: .Trash,
+    dot-files and messages marked deleted do not count)."""
+    from qtools.vpopmail import maildirquota
+    return maildirquota.count(maildir)
 
 
 def update_maildirsize(a, udir, quota):
