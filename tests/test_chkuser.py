@@ -79,17 +79,17 @@ def chklog(log):
 
 
 def test_seed_transcripts(vhome, mode, tmp_path, dns):
-    """The seed's three chkuser sessions, reply for reply; the sender syntax
-    reply is sagredo's current text (the seed shows the older `mailbox
-    syntax not allowed`, qmail-inventory 0.1), and the seed's `isn''t` is
-    the web page's escaping of `isn't`."""
+    """The seed's three chkuser sessions, reply for reply: the syntax replies
+    are the seed's `mailbox syntax not allowed` (sagredo now says `rcpt` /
+    `sender syntax`, qmail-inventory 0.1; the seed is the reference), and
+    the seed's `isn''t` is the web page's escaping of `isn't`."""
     setup(vhome, tmp_path)
     with serve(vhome, mode, tmp_path, dns) as srv:
         c = connect(srv)
         assert c.cmd(b"mail from: unexistent@fakedomain.xxx") == \
             b"550 5.1.8 sorry, can't find a valid MX for sender domain (chkuser)\r\n"
         assert c.cmd(b"mail from: unexistent@fake_domain.xxx") == \
-            b"553 5.1.7 sorry, sender syntax not allowed (chkuser)\r\n"
+            b"553 5.1.7 sorry, mailbox syntax not allowed (chkuser)\r\n"
         assert c.cmd(b"quit") == b"221 yourdomain.net\r\n"
         c.close()
         c = connect(srv)

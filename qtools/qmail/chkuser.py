@@ -68,7 +68,9 @@ mailman lists, no users' extensions: chkuser_settings.h leaves them off).
 import os
 import time
 
-# chkuser_settings.h, sagredo's current texts (qmail-inventory 0.1)
+# chkuser_settings.h: sagredo's current texts (qmail-inventory 0.1), except the two
+# syntax replies, which are the seed's `mailbox syntax not allowed` (the seed is
+# the reference; sagredo now says `rcpt syntax` / `sender syntax`)
 REPLY = {
     "norcpt": b"550 5.1.1 sorry, no mailbox here by that name (chkuser)\r\n",
     "resource": b"451 4.3.0 system temporary unavailable, try again later (chkuser)\r\n",
@@ -76,9 +78,9 @@ REPLY = {
     "maxrcpt": b"550 5.5.3 sorry, reached maximum number of recipients allowed in one "
                b"session (chkuser)\r\n",
     "domainmissing": b"550 5.1.2 sorry, you must specify a domain (chkuser)\r\n",
-    "rcptformat": b"553 5.1.3 sorry, rcpt syntax not allowed (chkuser)\r\n",
+    "rcptformat": b"553 5.1.3 sorry, mailbox syntax not allowed (chkuser)\r\n",
     "rcptmx": b"550 5.1.2 sorry, can't find a valid MX for rcpt domain (chkuser)\r\n",
-    "senderformat": b"553 5.1.7 sorry, sender syntax not allowed (chkuser)\r\n",
+    "senderformat": b"553 5.1.7 sorry, mailbox syntax not allowed (chkuser)\r\n",
     "sendermx": b"550 5.1.8 sorry, can't find a valid MX for sender domain (chkuser)\r\n",
     "intrusion": b"550 5.7.1 sorry, you are violating our security policies (chkuser)\r\n",
     "norelay": b"553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts "

@@ -83,10 +83,10 @@ set (settings read at the first MAIL): ALWAYS checks every domain's
 recipients, DOMAIN those of domains whose .qmail-default says
 bounce-no-mailbox, any other value (or RELAYCLIENT, or AUTH before that MAIL)
 turns it off.  At MAIL, after SIZE and before badmailfrom: the sender's
-syntax (`553 5.1.7 sorry, sender syntax not allowed (chkuser)`) and MX (`550
+syntax (`553 5.1.7 sorry, mailbox syntax not allowed (chkuser)`) and MX (`550
 5.1.8 ...`, `451 4.4.0 DNS temporary failure (chkuser)`).  At RCPT, in place
 of the rcpthosts test: `550 5.1.2 sorry, you must specify a domain
-(chkuser)`, `553 5.1.3 sorry, rcpt syntax not allowed (chkuser)`, a foreign
+(chkuser)`, `553 5.1.3 sorry, mailbox syntax not allowed (chkuser)`, a foreign
 domain's MX, `553 5.7.1 sorry, that domain isn't in my list of allowed
 rcpthosts (chkuser)`, then what vpopmail knows (valias, .qmail-<user>,
 .qmail-<prefix>-default, the user and its BOUNCE_MAIL flag, ezmlm lists):
