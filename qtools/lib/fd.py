@@ -19,6 +19,15 @@ def copy(src, dst):
     os.dup2(src, dst)
 
 
+def fsync_dir(path, dir_fd=None):
+    """fsync(2) a directory, so the names just made or removed in it last."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def writeall(fd, data):
     """os.write until everything is written (pipes may take partial writes)."""
     view = memoryview(data)

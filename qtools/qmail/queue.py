@@ -68,6 +68,7 @@ except ImportError:             # pragma: no cover - not CPython
     import signal
 
 from qtools.lib import queue as qlib
+from qtools.lib.fd import fsync_dir
 
 PROG = "qmail-queue"
 USAGE = "qmail-queue"
@@ -95,14 +96,6 @@ def writeall(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def fsyncdir(path, dfd=None):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Queuer:
@@ -248,7 +241,7 @@ class Queuer:
     def sync_message(self):
         try:
             os.fsync(self.messfd)
-            fsyncdir(self.messfn[:self.messfn.rfind("/")], self.dfd)
+            fsync_dir(self.messfn[:self.messfn.rfind("/")], self.dfd)
         except OSError:
             raise Die(53)
 
@@ -265,7 +258,7 @@ class Queuer:
         self.envelope(out, read)
         try:
             os.fsync(self.intdfd)
-            fsyncdir("intd", self.dfd)
+            fsync_dir("intd", self.dfd)
         except OSError:
             raise Die(53)
 
@@ -278,7 +271,7 @@ class Queuer:
             self.committed = False
             raise Die(66)
         try:
-            fsyncdir("todo", self.dfd)
+            fsync_dir("todo", self.dfd)
         except OSError:
             raise Die(53)           # linked: keep it (a duplicate, never a loss)
 

@@ -21,6 +21,7 @@ through, listed once by its base name, deleted as a link, never written.
 import errno
 import os
 
+from qtools.lib.fd import fsync_dir
 from qtools.vpopmail import store as S
 from qtools.vpopmail.store import TempFail, StoreError, User
 
@@ -137,7 +138,7 @@ class CdbStore(S.Store):
             _write_file(tmp, b"".join(x + b"\n" for x in lines))
             os.rename(tmp, os.path.join(d, VPASSWD))
             make_vpasswd_cdb(d, lines)
-            _fsync_dir(d)
+            fsync_dir(d)
             for n in (VPASSWD, VPASSWD_CDB, VPASSWD_LOCK):
                 _chown(os.path.join(d, n), a.uid, a.gid)
         except OSError as e:
@@ -319,7 +320,7 @@ class CdbStore(S.Store):
                         os.unlink(path)
                     except FileNotFoundError:
                         return
-                _fsync_dir(d)
+                fsync_dir(d)
             except OSError as e:
                 raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to update %s: %s"
                                  % (path, e))
@@ -349,7 +350,7 @@ class CdbStore(S.Store):
         except OSError as e:
             raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to remove %s: %s" % (path, e))
         try:
-            _fsync_dir(a.dir)
+            fsync_dir(a.dir)
         except OSError:
             pass
 
@@ -444,14 +445,6 @@ def _write_file(path, data, sync=True, mode=0o600):
             view = view[os.write(fd, view):]
         if sync:
             os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(d):
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

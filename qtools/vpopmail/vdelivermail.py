@@ -88,6 +88,8 @@ are not there.
 import errno
 import os
 
+from qtools.lib.fd import fsync_dir
+
 PROG = "vdelivermail"
 USAGE = "vdelivermail '' instruction"
 FAST_EXIT = True
@@ -220,14 +222,6 @@ def read_text(paths):
 def _hostname():
     h = os.uname().nodename or "localhost"
     return h.replace("/", "\\057").replace(":", "\\072")[:32]
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Delivery:
