@@ -652,26 +652,14 @@ def mod_user(s, tok):
     pw, a = s.getpw(*ud)
     if pw is None:
         s.send(err(ERR_NO_USER, 505))
-        while True:                                 # skip the client's lines up to "."
-            text = read_text(s.conn, 106)
-            if text is not None and text.startswith("."):
-                break
+        for _ in param_block(s, PASS_TOKENS):       # skip the client's lines up to "."
+            pass
         return -1
     over = s.sa() or (s.qa() and s.auth.gid & S.V_OVERRIDE)
     may = {"any": True, "over": over, "sa": s.sa(), "adm": s.admin()}
     s.send(OK)
     bad = 0
-    while True:
-        text = read_text(s.conn, 106)
-        if text is None:
-            continue
-        if text.startswith("."):
-            break
-        t = Tok(text)
-        param = t.next(PARAM_TOKENS)
-        if param is None:
-            continue
-        value = t.next(PASS_TOKENS)
+    for param, value in param_block(s, PASS_TOKENS):
         if value is None:
             continue
         if param == "comment":
@@ -712,6 +700,21 @@ def mod_user(s, tok):
         return 0
     s.send(OK)
     return 0
+
+
+def param_block(s, value_tokens):
+    """The client's `param value` lines up to the one starting with ".", as
+    (param, value or None); lines without a param are passed over."""
+    while True:
+        text = read_text(s.conn, 106)
+        if text is None:
+            continue
+        if text.startswith("."):
+            return
+        t = Tok(text)
+        param = t.next(PARAM_TOKENS)
+        if param is not None:
+            yield param, t.next(value_tokens)
 
 
 def get_lastauth(s, tok):
@@ -1109,18 +1112,7 @@ def set_limits(s, tok):
     keys.update(LIMIT_FLAGS)
     ignored = set(LIMIT_PERMS) | {"perm_maillist_users", "perm_maillist_moderators"}
     s.send(OK)
-    bad = 0
-    while True:
-        text = read_text(s.conn, 106)
-        if text is None:
-            continue
-        if text.startswith("."):
-            break
-        t = Tok(text)
-        param = t.next(PARAM_TOKENS)
-        if param is None:
-            continue
-        value = t.next(PARAM_TOKENS)
+    for param, value in param_block(s, PARAM_TOKENS):
         if value is None:
             s.send(b"  Warning: missing value\r\n")
         elif param in keys:
