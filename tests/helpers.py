@@ -1,6 +1,7 @@
 """Helpers for tests that start real processes.  No sleeps as synchronisation:
 wait_until() polls a readiness condition with a hard deadline and fails fast
 when the process died."""
+import contextlib
 import os
 import shutil
 import socket
@@ -42,6 +43,24 @@ def qenv(mode="elide", **extra):
         else:
             env[k] = v
     return env
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size):
+    """A tmpfs of size (e.g. "300k") mounted on path, a directory made here,
+    for disk-full tests; unmounted afterwards.  Skips the test where no tmpfs
+    can be mounted (not root, a container that forbids it)."""
+    os.mkdir(path)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a %s tmpfs needs root" % size)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                       capture_output=True, timeout=30)
+    if p.returncode != 0:
+        pytest.skip("mount -t tmpfs refused: %s" % p.stderr.decode(errors="replace").strip())
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], timeout=30)
 
 
 def wait_until(pred, timeout=10.0, proc=None, what="condition", step=0.01):

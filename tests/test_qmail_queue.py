@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import qbin, qenv, wait_until
+from helpers import qbin, qenv, small_tmpfs, wait_until
 from qqtools import (RECEIVED, assert_empty, check_queue, envelope, listing, mkqueue,
                      run_qq)
 
@@ -392,18 +392,8 @@ def test_kill9_at_each_step(home, tmp_path, point):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    d = tmp_path / "small"
-    d.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 200k tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(d)],
-                       capture_output=True, timeout=30)
-    if p.returncode != 0:
-        pytest.skip("mount -t tmpfs refused: %s" % p.stderr.decode(errors="replace").strip())
-    try:
+    with small_tmpfs(tmp_path / "small", "200k") as d:
         yield str(d)
-    finally:
-        subprocess.run(["umount", str(d)], timeout=30)
 
 
 def test_disk_full(small_fs, tmp_path, mode):

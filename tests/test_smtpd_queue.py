@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from helpers import qbin, wait_until
+from helpers import qbin, small_tmpfs, wait_until
 from qqtools import assert_empty, listing
 from smtpdtools import (Client, body_of, connect, fake_queue, make_home, queued, server,
                         smtpd_env, smtpd_pid)
@@ -342,18 +342,8 @@ def test_kill9_at_each_step_in_process(tmp_path, point):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    d = tmp_path / "small"
-    d.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 300k tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(d)],
-                       capture_output=True, timeout=30)
-    if p.returncode != 0:
-        pytest.skip("mount -t tmpfs refused: %s" % p.stderr.decode(errors="replace").strip())
-    try:
+    with small_tmpfs(tmp_path / "small", "300k") as d:
         yield d
-    finally:
-        subprocess.run(["umount", str(d)], timeout=30)
 
 
 def test_disk_full(small_fs, mode):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import qbin
+from helpers import qbin, small_tmpfs
 from qqtools import mkqueue
 from vpoptools import (VHome, mariadb, mariadb_template, private_mariadb,  # noqa: F401
                        vhome)
@@ -804,18 +804,8 @@ def test_kill9_never_leaves_a_partial_message(tmp_path):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    d = tmp_path / "small"
-    d.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(d)],
-                       capture_output=True, timeout=30)
-    if p.returncode != 0:
-        pytest.skip("mount -t tmpfs refused: %s" % p.stderr.decode(errors="replace").strip())
-    try:
+    with small_tmpfs(tmp_path / "small", "300k") as d:
         yield d
-    finally:
-        subprocess.run(["umount", str(d)], timeout=30)
 
 
 def test_disk_full_is_111_and_leaves_nothing(small_fs, tmp_path):
