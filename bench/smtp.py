@@ -40,7 +40,7 @@ usage: bench/smtp.py [-r REPS] [-m M20] [-1 M1] [-n] [-b CHECKOUT] [DIR]
   -b CHECKOUT  also measure the qtools of another checkout (PYTHONPATH), e.g.
            `git worktree add /tmp/base HEAD~3`: before/after in one run;
   DIR      where the queues and Maildirs go (default /var/tmp: the disk)
-Needs root (Postfix's master; smtp-sink -u root).
+Needs root (Postfix's master; smtp-sink -u root) and aiosmtpd in this venv (run/bootstrap bench).
 """
 import argparse
 import os
@@ -317,6 +317,11 @@ def main():
     a = ap.parse_args()
     if os.getuid() != 0:
         raise SystemExit("bench: run as root (Postfix's master, smtp-sink -u root)")
+    try:
+        import aiosmtpd  # noqa: F401 - the "aio" anchor runs in this interpreter
+    except ImportError:
+        raise SystemExit("bench: aiosmtpd is not installed here: run/bootstrap bench "
+                         "(pip install 'qtools-mail[bench]')")
     pfroot = pfinstance.root()
     made = pfinstance.ensure_users()
     if made:
