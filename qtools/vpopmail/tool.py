@@ -19,13 +19,18 @@ def version():
 
 
 def parse(doc, argv, prog, usage, help=True):
-    """docopt(doc) on argv[1:]; a usage error is `prog: usage: usage`, 100."""
+    """docopt(doc) on argv[1:]; a usage error is `prog: usage: usage`, 100.
+    A -v in doc prints the version first, as vpopmail's tools do, and the
+    tool goes on."""
     from docopt import DocoptExit, docopt
     from qtools.lib import strerr
     try:
-        return docopt(doc, argv[1:], default_help=help)
+        a = docopt(doc, argv[1:], default_help=help)
     except DocoptExit:
         strerr.die_usage(prog, usage)
+    if a.get("-v"):
+        print("version: %s" % version())
+    return a
 
 
 def random_len(argv, letter="r"):
@@ -93,3 +98,12 @@ def run(prog, fn):
 
 def store():
     return S.open_store()
+
+
+def with_store(prog, work):
+    """work(store) under run(), the store closed afterwards."""
+    st = store()
+    try:
+        return run(prog, lambda: work(st))
+    finally:
+        st.close()

@@ -44,9 +44,7 @@ def main(argv):
     if dom_a == dom_b:
         print("Error: real domain and alias domain are the same!")
         strerr.die_usage(PROG, USAGE, 255)
-    st = tool.store()
-
-    def work():
+    def work(st):
         a = S.get_assign(dom_a.lower()) if S.domain_valid(dom_a) else None
         b = S.get_assign(dom_b.lower()) if S.domain_valid(dom_b) else None
         if a is not None and b is not None:
@@ -61,7 +59,4 @@ def main(argv):
         admin.vaddaliasdomain(alias, real)
         st.aliasdomain_add(alias, (a or b).domain)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

@@ -46,8 +46,6 @@ Options:
 def main(argv):
     argv, rlen = tool.random_len(argv)
     a = tool.parse(DOC, argv, PROG, USAGE, help=False)
-    if a["-v"]:
-        print("version: %s" % tool.version())
     uid = gid = None
     d = a["-d"]
     if a["-u"]:
@@ -63,9 +61,7 @@ def main(argv):
     if a["-g"] is not None:
         gid = S._atoi(a["-g"].encode())
     domain = a["<domain>"].lower()
-    st = tool.store()
-
-    def work():
+    def work(st):
         if S.get_assign(domain) is not None:
             tool.fail(S.VA_DOMAIN_ALREADY_EXISTS)
         password = a["<password>"]
@@ -92,7 +88,4 @@ def main(argv):
         if rlen is not None and a["<password>"] is None:
             print("Random password: %s" % password)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

@@ -42,16 +42,12 @@ Options:
 def main(argv):
     argv, rlen = tool.random_len(argv)
     a = tool.parse(DOC, argv, PROG, USAGE, help=False)
-    if a["-v"]:
-        print("version: %s" % tool.version())
     if rlen is not None and a["<passwd>"] is not None:
         print("Error: don't use -r option when giving password on command line")
         return 255
     if rlen is not None and rlen > 128:
         tool.fail(S.VA_PASSWD_TOO_LONG)
-    st = tool.store()
-
-    def work():
+    def work(st):
         try:
             user, domain = S.parse_email(a["<email>"])
         except S.StoreError as e:
@@ -88,7 +84,4 @@ def main(argv):
         if rlen is not None:
             print("Random password: %s" % password)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

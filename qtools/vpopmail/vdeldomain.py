@@ -27,15 +27,8 @@ Options:
 
 def main(argv):
     a = tool.parse(DOC, argv, PROG, USAGE)
-    if a["-v"]:
-        print("version: %s" % tool.version())
-    st = tool.store()
-
-    def work():
+    def work(st):
         for w in admin.vdeldomain(st, a["<domain>"]):
             print(w)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

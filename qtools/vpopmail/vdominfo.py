@@ -59,12 +59,8 @@ def display(st, a, domain, ad):
 
 def main(argv):
     a = tool.parse(DOC, argv, PROG, USAGE, help=False)
-    if a["-v"]:
-        print("version: %s" % tool.version())
     a["all"] = a["-a"] or not any(a[o] for o in ("-n", "-u", "-g", "-d", "-t"))
-    st = tool.store()
-
-    def work():
+    def work(st):
         if a["<domain>"]:
             domain = a["<domain>"].lower()
             ad = S.get_assign(domain)
@@ -81,7 +77,4 @@ def main(argv):
                     display(st, a, e[0], ad)
                     print()
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

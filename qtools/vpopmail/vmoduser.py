@@ -65,8 +65,6 @@ def main(argv):
         print(__doc__.split("\n\n", 1)[1].rstrip())
         return 0
     a = tool.parse(DOC, argv, PROG, USAGE, help=False)
-    if a["-v"]:
-        print("version: %s" % tool.version())
     flags = 0
     for opt, bit in FLAGS:
         if a[opt]:

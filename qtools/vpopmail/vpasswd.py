@@ -28,11 +28,7 @@ Options:
 def main(argv):
     argv, rlen = tool.random_len(argv)
     a = tool.parse(DOC, argv, PROG, USAGE)
-    if a["-v"]:
-        print("version: %s" % tool.version())
-    st = tool.store()
-
-    def work():
+    def work(st):
         user, domain = S.parse_email(a["<email>"])
         ad = S.get_assign(domain) if domain else None
         pw = st.getpw(user, ad.domain) if ad else None
@@ -48,7 +44,4 @@ def main(argv):
         if rlen is not None and a["<passwd>"] is None:
             print("Random password: %s" % password)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

@@ -24,15 +24,8 @@ Options:
 
 def main(argv):
     a = tool.parse(DOC, argv, PROG, USAGE)
-    if a["-v"]:
-        print("version: %s" % tool.version())
-    st = tool.store()
-
-    def work():
+    def work(st):
         user, domain = tool.user_domain(a["<email>"])
         admin.vsetuserquota(st, user, domain, a["<quota>"])
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)

@@ -121,16 +121,12 @@ def display(st, a, pw, domain):
 
 def main(argv):
     a = tool.parse(DOC, argv, PROG, USAGE, help=False)
-    if a["-v"]:
-        print("version: %s" % tool.version())
     if not a["<email>"] and not a["-D"]:
         from qtools.lib import strerr
         strerr.die_usage(PROG, USAGE)
     a["all"] = a["-a"] or not any(a[o] for o in ("-n", "-p", "-u", "-g", "-c", "-d", "-q",
                                                   "-Q", "-l", "-C"))
-    st = tool.store()
-
-    def work():
+    def work(st):
         if not a["-D"]:
             user, domain = S.parse_email(a["<email>"])
             ad = S.get_assign(domain) if domain else None
@@ -148,7 +144,4 @@ def main(argv):
                 print("-" * 42)
                 display(st, a, pw, ad.domain)
         return 0
-    try:
-        return tool.run(PROG, work)
-    finally:
-        st.close()
+    return tool.with_store(PROG, work)
