@@ -59,7 +59,7 @@ import signal
 import struct
 import time
 
-from qtools.lib import proctitle, sig, strerr, tai64
+from qtools.lib import fd as fdio, proctitle, sig, strerr, tai64
 
 PROG, USAGE = "supervise", "supervise dir"
 FINISH_TIMEOUT_MS = 5000        # s6-supervise's default
@@ -308,11 +308,7 @@ class Supervise:
                 select.select(fds, [], [], timeout)
             except OSError:
                 pass
-            try:
-                while os.read(rfd, 128):
-                    pass
-            except OSError:
-                pass
+            fdio.drain(rfd)
             if self.reap():
                 return
             if self.finpid and self.findeadline is not None \

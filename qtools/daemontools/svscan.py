@@ -54,7 +54,7 @@ import signal
 import stat
 import time
 
-from qtools.lib import pathexec, proctitle, sig, strerr
+from qtools.lib import fd as fdio, pathexec, proctitle, sig, strerr
 
 PROG, USAGE = "svscan", "svscan [ dir ]"
 SERVICES = 1000                 # svscan.c: #define SERVICES 1000
@@ -286,11 +286,7 @@ class Svscan:
                 select.select([rfd], [], [], timeout)
             except OSError:
                 pass
-            try:
-                while os.read(rfd, 128):
-                    pass
-            except OSError:
-                pass
+            fdio.drain(rfd)
             self.reap()
 
 

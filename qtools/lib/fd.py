@@ -19,6 +19,15 @@ def copy(src, dst):
     os.dup2(src, dst)
 
 
+def drain(fd):
+    """Read a non-blocking descriptor (a self-pipe) until it is empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:
+        pass
+
+
 def fsync_dir(path, dir_fd=None):
     """fsync(2) a directory, so the names just made or removed in it last."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)

@@ -234,11 +234,7 @@ class Server:
             if self.notify_r in ready:
                 self.notified()
             if self.wake_r in ready:
-                try:
-                    while os.read(self.wake_r, 512):
-                        pass
-                except OSError:
-                    pass
+                fdio.drain(self.wake_r)
                 self.notified()          # a child's notice is written before it can die
                 self.reap()
 
