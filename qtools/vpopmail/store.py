@@ -694,6 +694,15 @@ def _strtoll(s):
     return -v if neg else v
 
 
+def noquota_maildirsize(pw):
+    """vauth_setpw(): a user without a quota keeps no maildirsize."""
+    if pw.shell.upper() == "NOQUOTA":
+        try:
+            os.unlink(os.path.join(pw.dir, "Maildir", "maildirsize"))
+        except OSError:
+            pass
+
+
 def parse_quota(spec):
     """(bytes, count) limits of a Maildir++ spec; 0 means no limit."""
     size = count = 0

@@ -190,11 +190,7 @@ class CdbStore(S.Store):
         self._rewrite(domain, edit)
         if not found:
             raise StoreError(S.VA_USER_DOES_NOT_EXIST)
-        if pw.shell.upper() == "NOQUOTA":
-            try:
-                os.unlink(os.path.join(pw.dir, "Maildir", "maildirsize"))
-            except OSError:
-                pass
+        S.noquota_maildirsize(pw)
 
     def deluser(self, user, domain):
         key = S._encode(user)

@@ -333,11 +333,7 @@ class MysqlStore(S.Store):
                 break
             except _Retry:
                 continue
-        if pw.shell.upper() == "NOQUOTA":
-            try:
-                os.unlink(os.path.join(pw.dir, "Maildir", "maildirsize"))
-            except OSError:
-                pass
+        S.noquota_maildirsize(pw)
 
     def deluser(self, user, domain):
         cond, extra = self._where(domain)
