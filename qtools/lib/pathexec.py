@@ -210,16 +210,18 @@ _USUAL = frozenset((
     _signal.SIGUSR2, _signal.SIGQUIT, _signal.SIGCONT, _signal.SIGWINCH))
 
 
-def snapshot(signals=False):
+def snapshot(signals=False, closed=()):
     """In a parent about to fork children that will elide: remember which
     close-on-exec fds are open now, so a child closes exactly those instead
     of scanning /proc/self/fd (cheaper: a fork pays a page fault per first
     touch of the parent's memory).  Fds a child opens itself are its own
     business to close.  signals=True also remembers which signals have
     handlers now: a parent whose children install none of their own before
-    they elide says so, and a child resets just those."""
+    they elide says so, and a child resets just those.  closed: fds every
+    child closes itself before it elides (not looked at again there: a
+    closed fd costs an exception to find out)."""
     global _cloexec, _reset
-    _cloexec = [fd for fd in _open_fds() if not _inheritable(fd)]
+    _cloexec = [fd for fd in _open_fds() if fd not in closed and not _inheritable(fd)]
     if signals:
         _reset = (len(sig.caught), [s for s in sig.caught.union(_USUAL) if _handled(s)])
 
@@ -281,14 +283,17 @@ def run_elided(modname, argv, title=None):
         sys.argv = list(argv)
         if proctitle.loaded():
             proctitle.set(" ".join(title or argv))
+        mod = sys.modules.get(modname)      # preloaded: no import machinery
         try:
-            __import__(modname)
+            if mod is None:
+                __import__(modname)
+                mod = sys.modules[modname]
         except BaseException as e:               # noqa: BLE001 - said, not raised
             name = os.path.basename((title or argv)[0])
             os.write(2, ("%s: fatal: unable to load %s: %s: %s\n"
                          % (name, modname, type(e).__name__, e)).encode("utf-8", "replace"))
             return
-        code = _run.guard(sys.modules[modname], list(argv))
+        code = _run.guard(mod, list(argv))
     finally:
         try:
             sys.stdout.flush()

@@ -60,6 +60,7 @@ BYE = b"221 rblsmtpd.local\r\n"
 REPLIES = {b"quit": BYE, b"helo": OK, b"ehlo": OK, b"mail": OK, b"rset": OK, b"noop": OK}
 TEMPERR = b"temporary RBL lookup error"
 TEXTMAX = 200               # rblsmtpd.c: text cut to 200 bytes
+_PRINTABLE = bytes(c if 32 <= c <= 126 else 63 for c in range(256))
 LINEMAX = 1000              # bytes of a command line kept; only the verb matters
 
 UNDECIDED, ACCEPT, REJECT, BOUNCE = 0, 1, 2, 3      # rblsmtpd.c `decision`
@@ -127,7 +128,7 @@ def reverse(ip):
 def message(st):
     code = b"451 " if st.mustnotbounce or st.decision == REJECT else b"553 "
     text = st.text[:TEXTMAX]
-    return code + bytes(c if 32 <= c <= 126 else 63 for c in text)
+    return code + text.translate(_PRINTABLE)
 
 
 def _out(data):

@@ -221,7 +221,11 @@ class Server:
             cfg.localaddr = s.getsockname()[:2]
         gc.collect()
         gc.freeze()              # children share the parent's pages
-        pathexec.snapshot(signals=True)
+        # what a child closes before it runs the program: the listener, its
+        # ends of the pipes, the connection's descriptor (moved to 0 and 1)
+        pathexec.snapshot(signals=True, closed=(
+            s.fileno(), self.wake_r, self.death_r, self.notify_r, self.death_w,
+            self.csock.fileno()))
         while True:
             if len(self.spares) < self.SPARES_LOW:
                 pathexec.refresh()
