@@ -114,6 +114,10 @@ class FdReader(PyReader):
             raise _format_error()
         return d
 
+    def get(self, key, default=None):
+        k, v = _find(self.fd, (key,))
+        return default if k is None else v
+
     def close(self):
         os.close(self.fd)
 
@@ -149,40 +153,45 @@ def first(path, keys):
     every extra object or code page it touches is a copy-on-write fault."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        pread = os.pread
-        if not pread(fd, 1, 0):
+        if not os.pread(fd, 1, 0):
             raise OSError(errno.EINVAL, "empty cdb")
-        for key in keys:
-            h = 5381
-            for b in key:
-                h = (((h << 5) + h) ^ b) & 0xFFFFFFFF
-            d = pread(fd, 8, (h & 255) << 3)
-            if len(d) != 8:
-                raise _format_error()
-            pos, slots = _unpack2(d)
-            if not slots:
-                continue
-            start = (h >> 8) % slots
-            for i in range(slots):
-                d = pread(fd, 8, pos + (((start + i) % slots) << 3))
-                if len(d) != 8:
-                    raise _format_error()
-                rh, rp = _unpack2(d)
-                if rp == 0:
-                    break
-                if rh == h:
-                    d = pread(fd, 8, rp)
-                    if len(d) != 8:
-                        raise _format_error()
-                    kl, dl = _unpack2(d)
-                    if pread(fd, kl, rp + 8) == key:
-                        d = pread(fd, dl, rp + 8 + kl) if dl else b""
-                        if len(d) != dl:
-                            raise _format_error()
-                        return key, d
-        return None, None
+        return _find(fd, keys)
     finally:
         os.close(fd)
+
+
+def _find(fd, keys):
+    """first()'s search on an open cdb: (key, data) or (None, None)."""
+    pread = os.pread
+    for key in keys:
+        h = 5381
+        for b in key:
+            h = (((h << 5) + h) ^ b) & 0xFFFFFFFF
+        d = pread(fd, 8, (h & 255) << 3)
+        if len(d) != 8:
+            raise _format_error()
+        pos, slots = _unpack2(d)
+        if not slots:
+            continue
+        start = (h >> 8) % slots
+        for i in range(slots):
+            d = pread(fd, 8, pos + (((start + i) % slots) << 3))
+            if len(d) != 8:
+                raise _format_error()
+            rh, rp = _unpack2(d)
+            if rp == 0:
+                break
+            if rh == h:
+                d = pread(fd, 8, rp)
+                if len(d) != 8:
+                    raise _format_error()
+                kl, dl = _unpack2(d)
+                if pread(fd, kl, rp + 8) == key:
+                    d = pread(fd, dl, rp + 8 + kl) if dl else b""
+                    if len(d) != dl:
+                        raise _format_error()
+                    return key, d
+    return None, None
 
 
 def reader(path):

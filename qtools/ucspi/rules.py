@@ -14,24 +14,27 @@ from qtools.lib import cdb
 
 
 def keys(ip, host=None, info=None):
-    """The candidate keys, as bytes, in rules.c's order."""
+    """The candidate keys, as bytes, in rules.c's order (a list: built in
+    tcpserver's per-connection child, where a generator costs more)."""
     ip, host, info = _b(ip), _b(host), _b(info)
+    ks = []
     if info is not None:
-        yield info + b"@" + ip
+        ks.append(info + b"@" + ip)
         if host is not None:
-            yield info + b"@=" + host
-    yield ip
+            ks.append(info + b"@=" + host)
+    ks.append(ip)
     if host is not None:
-        yield b"=" + host
+        ks.append(b"=" + host)
     for i in range(len(ip), 0, -1):
         if ip[i - 1] == 0x2E:                           # '.'
-            yield ip[:i]
+            ks.append(ip[:i])
     if host is not None:
         for i in range(len(host)):
             if host[i] == 0x2E:
-                yield b"=" + host[i:]
-        yield b"="
-    yield b""
+                ks.append(b"=" + host[i:])
+        ks.append(b"=")
+    ks.append(b"")
+    return ks
 
 
 def _b(s):
@@ -41,15 +44,6 @@ def _b(s):
 def lookup(path, ip, host=None, info=None):
     """(key, data) of the first matching rule, both bytes, or (None, None) if
     none.  Raises OSError when the cdb cannot be read."""
-    if host is None and info is None:
-        # tcpserver's usual case (-H -R), without the generator
-        ip = _b(ip)
-        ks = [ip]
-        for i in range(len(ip), 0, -1):
-            if ip[i - 1] == 0x2E:                       # '.'
-                ks.append(ip[:i])
-        ks.append(b"")
-        return cdb.first(path, ks)
     return cdb.first(path, keys(ip, host, info))
 
 
@@ -60,10 +54,12 @@ def records(data):
 
 
 def parse_bytes(data):
-    """parse() with names and values as bytes, for the environment as is."""
+    """(deny, [(name, value), ...]) as tcpserver's found() applies rule data:
+    every +NAME=VALUE is set, a D anywhere denies.  Names and values as bytes,
+    for the environment as is."""
     deny = False
     env = []
-    for rec in data.split(b"\0")[:-1]:
+    for rec in records(data):
         if rec[:1] == b"D":
             deny = True
         elif rec[:1] == b"+" and b"=" in rec:
@@ -73,15 +69,7 @@ def parse_bytes(data):
 
 
 def parse(data):
-    """(deny, [(name, value), ...]) as tcpserver's found() applies rule data:
-    every +NAME=VALUE is set, a D anywhere denies.  Names and values are str
-    decoded with os.fsdecode, so os.environ gives the child the exact bytes."""
-    deny = False
-    env = []
-    for rec in records(data):
-        if rec[:1] == b"D":
-            deny = True
-        elif rec[:1] == b"+" and b"=" in rec:
-            name, _, value = rec[1:].partition(b"=")
-            env.append((os.fsdecode(name), os.fsdecode(value)))
-    return deny, env
+    """parse_bytes() with names and values decoded with os.fsdecode, so
+    os.environ gives the child the exact bytes."""
+    deny, env = parse_bytes(data)
+    return deny, [(os.fsdecode(n), os.fsdecode(v)) for n, v in env]
