@@ -45,6 +45,22 @@ def qenv(mode="elide", **extra):
     return env
 
 
+def flock_held(path):
+    """True if someone holds an flock on path."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def small_tmpfs(path, size):
     """A tmpfs of size (e.g. "300k") mounted on path, a directory made here,

@@ -3,7 +3,6 @@ alerts and status files compared byte for byte with Debian's C multilog,
 logdirs shared with the C binary both ways (I10, I11), the processor
 protocol (fd 0/1/4/5), lock conflicts (I16), SIGALRM rotation, SIGTERM
 without losing a line, and a full disk (security-reliability 5.3 items 3, 7)."""
-import fcntl
 import os
 import random
 import re
@@ -15,7 +14,7 @@ import threading
 import pytest
 
 from dtools import both, mask, run
-from helpers import qbin, wait_until
+from helpers import flock_held, qbin, wait_until
 from qtools.daemontools import multilog
 
 ARCHIVE = re.compile(r"^@[0-9a-f]{24}\.[su]$")
@@ -428,19 +427,7 @@ class Logger:
                 f.close()
 
 
-def locked(path):
-    """True if someone holds an flock on path."""
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+locked = flock_held
 
 
 @pytest.mark.parametrize("holder", ["c", "q"])

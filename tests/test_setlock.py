@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from dtools import both, run
-from helpers import qbin, wait_until
+from helpers import flock_held, qbin, wait_until
 
 USAGE = b"setlock: usage: setlock [ -nNxX ] file program [ arg ... ]\n"
 
@@ -74,19 +74,7 @@ class Holder:
             self.p.wait()
 
 
-def held(path):
-    import fcntl
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+held = flock_held
 
 
 @pytest.mark.parametrize("holder", ["q", "c"])

@@ -257,16 +257,7 @@ class Multilog:
                 strerr.die(111, PROG, "unable to stat ", d.dir, "/current: ", e)
             st = None
         if st is not None and st.st_mode & 0o100:
-            try:
-                fd = os.open("current", O_APPEND, 0o600, dir_fd=dfd)
-            except OSError as e:
-                strerr.die(111, PROG, "unable to append to ", d.dir, "/current: ", e)
-            try:
-                os.fchmod(fd, 0o644)
-            except OSError as e:
-                strerr.die(111, PROG, "unable to set mode of ", d.dir, "/current: ", e)
-            d.fdcurrent = fd
-            d.bytes = st.st_size
+            self.open_current(d, dfd, "append to ", st.st_size)
             return
         self.quiet(os.unlink, "state", dir_fd=dfd)
         self.quiet(os.unlink, "newstate", dir_fd=dfd)
@@ -289,16 +280,20 @@ class Multilog:
             os.close(os.open("state", O_TRUNC, 0o644, dir_fd=dfd))
         except OSError as e:
             strerr.die(111, PROG, "unable to write to ", d.dir, "/state: ", e)
+        self.open_current(d, dfd, "write to ", 0)
+
+    def open_current(self, d, dfd, what, size):
+        """current for appending, mode 644 (multilog.c's startup), size bytes in it."""
         try:
             fd = os.open("current", O_APPEND, 0o600, dir_fd=dfd)
         except OSError as e:
-            strerr.die(111, PROG, "unable to write to ", d.dir, "/current: ", e)
+            strerr.die(111, PROG, "unable to ", what, d.dir, "/current: ", e)
         try:
             os.fchmod(fd, 0o644)
         except OSError as e:
             strerr.die(111, PROG, "unable to set mode of ", d.dir, "/current: ", e)
         d.fdcurrent = fd
-        d.bytes = 0
+        d.bytes = size
 
     # ---- archives
     def filesfit(self, d):

@@ -84,29 +84,31 @@ def date822fmt(t):
 _ids = {}
 
 
-def uid(name):
-    """uid of a qmail user, or None if there is no such user.  Cached for the
-    process's life, as qmail compiles them in (auto_uids.c)."""
-    key = ("u", name)
+def _id(kind, name):
+    """Cached for the process's life, as qmail compiles them in (auto_uids.c)."""
+    key = (kind, name)
     if key not in _ids:
-        import pwd
+        if kind == "u":
+            import pwd
+            get = lambda: pwd.getpwnam(name).pw_uid        # noqa: E731
+        else:
+            import grp
+            get = lambda: grp.getgrnam(name).gr_gid        # noqa: E731
         try:
-            _ids[key] = pwd.getpwnam(name).pw_uid
+            _ids[key] = get()
         except KeyError:
             _ids[key] = None
     return _ids[key]
+
+
+def uid(name):
+    """uid of a qmail user, or None if there is no such user."""
+    return _id("u", name)
 
 
 def gid(name):
     """gid of a qmail group, or None."""
-    key = ("g", name)
-    if key not in _ids:
-        import grp
-        try:
-            _ids[key] = grp.getgrnam(name).gr_gid
-        except KeyError:
-            _ids[key] = None
-    return _ids[key]
+    return _id("g", name)
 
 
 def received(pid, uid_, when, uida=None, uidd=None, uids=None):
