@@ -38,10 +38,3 @@ def setb(name, value):
         _putenv(name, value)
         _data[name] = value
 
-
-def get(name, default=None):
-    return os.environ.get(name, default)
-
-
-def isset(name):
-    return name in os.environ

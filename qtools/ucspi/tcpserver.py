@@ -255,11 +255,6 @@ class Server:
                 self.status()
 
     def fork_spare(self):
-        # a nearly idle server lets its waiting children rehearse the
-        # connection's path (the program's rehearse hook: control files,
-        # replies) so that its page faults come before a client waits; a
-        # busy one saves the CPU
-        self.rehearsing = len(self.children) < 2
         try:
             pid = os.fork()
         except OSError as e:
@@ -293,7 +288,11 @@ class Server:
         death_r = self.death_r
         # ps shows the waiting children apart from the server itself
         proctitle.set("tcpserver: waiting for a connection")
-        if self.rehearsing:
+        # a nearly idle server (as the parent saw it at the fork) lets its
+        # waiting children rehearse the connection's path (the program's
+        # rehearse hook: control files, replies) so that its page faults
+        # come before a client waits; a busy one saves the CPU
+        if len(self.children) < 2:
             pathexec.rehearse(self.cfg.argv)
         try:
             ep = select.epoll(2)
