@@ -122,3 +122,21 @@ def test_qread_empty_queue(tmp_path):
     mkqueue(str(home))
     p = run("qmail-qread", home)
     assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+
+
+@pytest.mark.parametrize("prog", ["qmail-qstat", "qmail-qread"])
+def test_closed_pipe_is_quiet(queue3, prog):
+    """`qmailctl stat | head -1`: a reader that went away ends the program by
+    SIGPIPE, as the C tools (shell scripts there), not with an internal error."""
+    home, q, nums = queue3
+    for n in nums:                      # qmail-qread lists preprocessed messages
+        preprocess(q, n, b"s@example.com", remote=[b"Tr@example.net"])
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([qbin(prog)], stdout=w, stderr=subprocess.PIPE, timeout=30,
+                           env=qenv(QMAILHOME=str(home)))
+    finally:
+        os.close(w)
+    assert p.stderr == b""
+    assert p.returncode == -13
