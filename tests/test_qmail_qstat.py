@@ -124,10 +124,11 @@ def test_qread_empty_queue(tmp_path):
     assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
 
 
-@pytest.mark.parametrize("prog", ["qmail-qstat", "qmail-qread"])
-def test_closed_pipe_is_quiet(queue3, prog):
-    """`qmailctl stat | head -1`: a reader that went away ends the program by
-    SIGPIPE, as the C tools (shell scripts there), not with an internal error."""
+@pytest.mark.parametrize("prog,rc", [("qmail-qstat", -13), ("qmail-qread", 0)])
+def test_closed_pipe_is_quiet(queue3, prog, rc):
+    """`qmailctl stat | head -1`: a reader that went away ends qmail-qstat by
+    SIGPIPE, as the C tool (a shell script), not with an internal error;
+    qmail-qread gives up its output quietly."""
     home, q, nums = queue3
     for n in nums:                      # qmail-qread lists preprocessed messages
         preprocess(q, n, b"s@example.com", remote=[b"Tr@example.net"])
@@ -139,4 +140,4 @@ def test_closed_pipe_is_quiet(queue3, prog):
     finally:
         os.close(w)
     assert p.stderr == b""
-    assert p.returncode == -13
+    assert p.returncode == rc

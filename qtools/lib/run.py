@@ -29,6 +29,11 @@ def guard(mod, argv):
     except MemoryError:
         _fatal(prog, b"out of memory")
         code = 111
+    except BrokenPipeError:
+        # a reader that went away (`svstat ... | head`): Python ignores
+        # SIGPIPE, a C program dies of it, quietly; so does this one
+        _sigpipe()
+        code = 111
     except BaseException as e:                      # noqa: BLE001 - the guard's whole job
         _fatal(prog, b"internal error: " + _describe(e))
         code = 111
@@ -43,6 +48,12 @@ def guard(mod, argv):
     except OSError:
         pass
     return 111
+
+
+def _sigpipe():
+    import _signal
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGPIPE)
 
 
 def _describe(e):

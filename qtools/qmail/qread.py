@@ -26,7 +26,7 @@ Exit codes: 0 ok, 100 usage, 111 the queue could not be read.
 import os
 
 from qtools.lib import queue as qlib
-from qtools.lib import sig, strerr
+from qtools.lib import strerr
 
 PROG = "qmail-qread"
 USAGE = "qmail-qread"
@@ -59,7 +59,6 @@ def errtext(e):
 
 
 def main(argv):
-    sig.pipe_default()              # `qmailctl stat | head`: die quietly, as a script would
     if len(argv) > 1:
         strerr.die_usage(PROG, USAGE)
     out = Out()

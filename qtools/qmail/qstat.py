@@ -18,7 +18,7 @@ Exit codes: 0 ok, 100 usage, 111 a queue directory could not be read.
 import os
 
 from qtools.lib import queue as qlib
-from qtools.lib import sig, strerr
+from qtools.lib import strerr
 
 PROG = "qmail-qstat"
 USAGE = "qmail-qstat"
@@ -39,7 +39,6 @@ def count(path):
 
 
 def main(argv):
-    sig.pipe_default()              # `qmailctl stat | head`: die quietly, as a script would
     if len(argv) > 1:
         strerr.die_usage(PROG, USAGE)
     q = qlib.queuedir()
