@@ -76,7 +76,10 @@ def small_tmpfs(path, size):
     try:
         yield path
     finally:
-        subprocess.run(["umount", str(path)], timeout=30)
+        # A server child that has not quite exited may still hold it: then
+        # detach it lazily, the kernel frees it when the last user goes.
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 def wait_until(pred, timeout=10.0, proc=None, what="condition", step=0.01):

@@ -21,8 +21,9 @@ def model(dots, data):
 
 
 def shown(pid):
-    """cmdline without argv[0] (C shows the path it was run by)."""
-    return cmdline(pid).split(b" ", 1)[1]
+    """cmdline without argv[0] (C shows the path it was run by); a read that
+    lands while the title is being rewritten may have no space yet."""
+    return cmdline(pid).partition(b" ")[2]
 
 
 class Reader:
