@@ -134,3 +134,57 @@ def test_path_search_like_execvp(tmp_path, mode):
     env["WHAT"] = "prog"
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30)
     assert p.stdout == b"wrong\n"
+
+
+FREEZE = textwrap.dedent("""
+    import gc, os, sys
+    sys.path.insert(0, %(top)r)
+    from qtools.lib import pathexec
+    shared = {"k": [1, 2, 3], "s": "x" * 100}
+    n = pathexec.freeze()
+    after = ["made", "after"]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                   # a child uses and changes what it shares
+        shared["k"].append(4)
+        os.write(w, repr(shared["k"]).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(n, sys.getrefcount(shared), sys.getrefcount(after), gc.get_freeze_count(),
+          os.read(r, 100).decode(), shared["k"], sep="|")
+""")
+
+
+def interpreters():
+    """This venv's Python, and the newer CPythons found on PATH (where PEP
+    683's immortal objects exist), to run pathexec.freeze() under each."""
+    import shutil
+    found = [sys.executable]
+    for name in ("python3.12", "python3.13", "python3.14"):
+        p = shutil.which(name)
+        if p and subprocess.run([p, "-c", "1"], capture_output=True).returncode == 0:
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_freeze_makes_the_parent_immortal(python):
+    """freeze(): everything alive is frozen for the GC and, on CPython >= 3.12,
+    immortal (its reference count is never written again, so forked children
+    copy no page for counting); objects made afterwards stay mortal; a
+    child still changes shared objects privately."""
+    p = subprocess.run([python, "-c", FREEZE % {"top": os.path.dirname(HERE)}],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    n, shared_refs, after_refs, frozen, child_k, parent_k = p.stdout.split("|")
+    version = tuple(int(x) for x in subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+        capture_output=True, text=True).stdout.split())
+    assert int(frozen) > 1000
+    assert child_k == "[1, 2, 3, 4]" and parent_k.strip() == "[1, 2, 3]"
+    assert int(after_refs) < 10
+    if version >= (3, 12):
+        assert int(n) > 1000
+        assert int(shared_refs) >= 2 ** 31
+    else:
+        assert int(n) == 0 and int(shared_refs) < 10

@@ -46,7 +46,6 @@ started has exited, 111 if some were still running after 9 seconds
 is not accessible.
 """
 import errno
-import gc
 import os
 import struct
 import select
@@ -359,6 +358,5 @@ def main(argv):
     proctitle.set(" ".join([PROG] + argv[1:2]))
     # every supervise will be a fork of this process running the preloaded module
     pathexec.preload(["supervise", "."])
-    gc.collect()
-    gc.freeze()
+    pathexec.freeze()
     return sv.run()

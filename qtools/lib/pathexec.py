@@ -116,6 +116,58 @@ def preload(argv):
     return mod
 
 
+def freeze():
+    """In a long-lived parent, just before it starts forking children that
+    run preloaded code: collect, make what is left immortal where the
+    interpreter knows immortal objects (CPython >= 3.12, PEP 683), and
+    gc.freeze().  Every Python object a child touches gets its reference
+    count written, and a write to a page shared with the parent costs a
+    copy-on-write fault (~1.4 us here, and a private page of memory):
+    immortal objects are not counted, so a child copies only what it really
+    changes.  What is immortalized here is never freed: it is the parent's
+    own lifetime state (modules, the preloaded programs), made once.
+    Returns how many objects were made immortal."""
+    import gc
+    gc.collect()
+    n = _immortalize()
+    gc.freeze()
+    return n
+
+
+def _immortalize():
+    # only where the layout is the one of PEP 683 on 64 bits: the low 32
+    # bits of ob_refcnt at offset 0, negative as an int32 = immortal
+    # (3.12/3.13 write 0xFFFFFFFF; 3.14 checks the sign).  Not the
+    # free-threaded build ("t"), whose header differs.
+    if (sys.implementation.name != "cpython" or sys.version_info < (3, 12)
+            or sys.maxsize < 2 ** 32 or "t" in getattr(sys, "abiflags", "")
+            or _env.getb(b"QTOOLS_NOIMMORTAL")):
+        return 0
+    try:
+        import ctypes
+    except ImportError:
+        return 0
+    import gc
+    low32 = ctypes.c_uint32.from_address
+    todo = gc.get_objects()
+    seen = set()                # after get_objects(): it must stay mortal
+    n = 0
+    while todo:
+        more = []
+        for o in todo:
+            i = id(o)
+            if i in seen:
+                continue
+            seen.add(i)
+            r = low32(i)
+            if r.value < 0x80000000:         # not immortal yet
+                r.value = 0xFFFFFFFF
+                n += 1
+            more.extend(gc.get_referents(o))
+        todo = more
+    return n
+
+
 def refresh():
     """In a long-lived parent: check what preload() resolved against the
     files now (a launcher replaced by an upgrade), so children that fork

@@ -26,7 +26,6 @@ Exit codes: 100 usage, 111 setup failure, 0 on SIGTERM.  Children exit 100
 when a rule denies, 111 when the connection is dropped, else the program's.
 """
 import errno
-import gc
 import os
 import select
 
@@ -219,8 +218,7 @@ class Server:
         if s.getsockname()[0] != "0.0.0.0":
             # bound to one address: every connection's local end is this one
             cfg.localaddr = s.getsockname()[:2]
-        gc.collect()
-        gc.freeze()              # children share the parent's pages
+        pathexec.freeze()        # children share the parent's pages
         # what a child closes before it runs the program: the listener, its
         # ends of the pipes, the connection's descriptor (moved to 0 and 1)
         pathexec.snapshot(signals=True, closed=(
