@@ -99,6 +99,16 @@ def driver():
                 import pymysql as db
             except ImportError as e:
                 raise TempFail("no MySQL driver (install PyMySQL): %s" % e)
+        # PyMySQL's connection errors keep traceback.format_exc(), which from
+        # Python 3.13 on imports tokenize and ast lazily (and the socket
+        # code encodings.idna): load them now, while the Python installation
+        # is still readable, not in a server that has dropped to vpopmail's
+        # uid when the database goes away
+        for name in ("tokenize", "ast", "encodings.idna"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
         _driver = db
     return _driver
 
