@@ -292,3 +292,20 @@ def test_existing_cdb_installation(tmp_path, mode):
     assert os.path.exists(os.path.join(d, "vpasswd.cdb"))
     assert chkpw(vh, b"bo@old.test\0newpw\0", mode=mode)[0] == 0
     assert chkpw(vh, b"ann@old.test\0annpw\0", mode=mode)[0] == 0
+
+
+def test_libcrypt_through_ctypes_is_the_crypt_module():
+    """Where neither crypt_r nor the crypt module exists (Python 3.13 without
+    a compiler for crypt-r), qtools calls libcrypt's crypt_r() through
+    ctypes: the same strings for every scheme vpopmail writes, the same "*0"
+    for a salt libcrypt refuses."""
+    from qtools.vpopmail import store as S
+    c = S.libcrypt_crypt()
+    ref = S.crypt_function()
+    assert ref is not c
+    for salt in ("$6$abcdefgh", "$6$rounds=5000$saltsaltsaltsalt", "$5$abc", "$1$saltsalt$",
+                 "xy", "*", "", "$y$j9T$abcdefghijklmnopqrstuv"):
+        for word in ("pass word", "", "p\u00e4ss"):
+            assert c(word, salt) == ref(word, salt), (word, salt)
+    with pytest.raises(ValueError):
+        c("a\0b", "xy")

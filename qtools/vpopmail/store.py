@@ -594,19 +594,56 @@ _crypt = None
 
 def crypt_function():
     """crypt(3) of the system's libcrypt: crypt_r (the removed module, kept
-    by the Fedora Python team) if installed, else 3.11's crypt module with
-    its DeprecationWarning silenced."""
+    by the Fedora Python team; the `crypt` extra) if installed, else the
+    standard library's crypt module (to 3.12) with its DeprecationWarning
+    silenced, else libcrypt called through ctypes (3.13 without crypt_r,
+    which has no wheels: a fresh Debian 13 needs no compiler for qtools)."""
     global _crypt
     if _crypt is None:
         try:
             from crypt_r import crypt as c
         except ImportError:
             import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from crypt import crypt as c
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    from crypt import crypt as c
+            except ImportError:
+                c = libcrypt_crypt()
         _crypt = c
     return _crypt
+
+
+def libcrypt_crypt():
+    """crypt(word, salt) -> str through ctypes: libcrypt's crypt_r() with a
+    zeroed struct crypt_data of its own per call, as the crypt module calls
+    it (so a bad salt gives libxcrypt's "*0", and a NULL an OSError)."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libcrypt.so.1", use_errno=True)
+    except OSError:
+        import ctypes.util
+        name = ctypes.util.find_library("crypt")
+        if not name:
+            raise TempFail("no crypt(3): install libcrypt1 (or the crypt-r package)")
+        lib = ctypes.CDLL(name, use_errno=True)
+    crypt_r = lib.crypt_r
+    crypt_r.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+    crypt_r.restype = ctypes.c_char_p
+    # sizeof(struct crypt_data): 32768 in libxcrypt, 131232 in glibc's old
+    # libcrypt; room for either
+    size = 1 << 18
+
+    def crypt(word, salt):
+        w, s = word.encode("utf-8"), salt.encode("utf-8")
+        if b"\0" in w or b"\0" in s:
+            raise ValueError("embedded null character")
+        r = crypt_r(w, s, ctypes.create_string_buffer(size))
+        if r is None:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return r.decode("utf-8", "surrogateescape")
+    return crypt
 
 
 def check_password(clear, hashed):
