@@ -125,9 +125,18 @@ def test_cram_md5_needs_a_clear_password(users, mode):
 
 
 def _crypt(word, salt):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
+    """A crypt(3) for the test's own hashes: the crypt module (crypt_r on
+    3.13), else libcrypt through ctypes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+    except ImportError:
+        try:
+            import crypt_r as crypt
+        except ImportError:
+            from qtools.vpopmail import store
+            return store.libcrypt_crypt()(word, salt)
     return crypt.crypt(word, salt)
 
 
@@ -245,7 +254,8 @@ def test_lean_import_and_preload(tmp_path):
             "'qtools.vpopmail.store', 'qtools.vpopmail.store_mysql') if m in sys.modules]; "
             "print(bad); v.preload(['vchkpw', '/bin/true']); "
             "print([m for m in ('pymysql', 'crypt', 'hmac', 'qtools.vpopmail.store_mysql') "
-            "if m in sys.modules or m == 'crypt' and 'crypt_r' in sys.modules])")
+            "if m in sys.modules or m == 'crypt' and ('crypt_r' in sys.modules "
+            "or 'ctypes' in sys.modules)])")
     vh = VHome(tmp_path, "mysql")
     with open(os.path.join(vh.vpop, "etc", "vpopmail.mysql"), "w") as f:
         f.write("127.0.0.1|1|u|p|d\n")
