@@ -110,6 +110,10 @@ def test_round_trip(inst, mode):
     lim = vh.rows("SELECT maxpopaccounts, disable_imap, disable_pop FROM limits "
                   "WHERE domain = %s", (DOM,))
     assert lim == ((10, 1, 0),)
+    # the hashed-directory counters (bigdir) go along
+    dc = open(os.path.join(d, ".dir-control"), "rb").read()
+    assert vh.rows("SELECT domain, cur_users, the_dir FROM dir_control ORDER BY domain") == (
+        ("dom_%d" % os.stat(vh.vpop).st_uid, 2, ""), (DOM, 3, ""), (OTHER, 1, ""))
 
     # vchkpw on the MySQL store: crypted passwords, CRAM-MD5 with the clear one
     on_mysql = vh.env(mode, VPOPMAIL_AUTH="mysql")
@@ -128,7 +132,7 @@ def test_round_trip(inst, mode):
     assert tables(vh) == t
 
     # back: the cdb files are gone, MySQL has everything
-    for n in ["vpasswd", "vpasswd.cdb", ".qmailadmin-limits"] + list(aliasfiles):
+    for n in ["vpasswd", "vpasswd.cdb", ".qmailadmin-limits", ".dir-control"] + list(aliasfiles):
         os.unlink(os.path.join(d, n))
     os.unlink(os.path.join(vh.domdir(OTHER), "vpasswd"))
     os.unlink(os.path.join(vh.domdir(OTHER), "vpasswd.cdb"))
@@ -136,6 +140,7 @@ def test_round_trip(inst, mode):
     assert (r.returncode, r.stdout, r.stderr) == (0, ALL_OUT, "")
     assert views(vh, "cdb") == before
     assert open(os.path.join(d, "vpasswd"), "rb").read() == vpasswd
+    assert open(os.path.join(d, ".dir-control"), "rb").read() == dc
     for n, data in aliasfiles.items():
         assert open(os.path.join(d, n), "rb").read() == data
         assert oct(os.stat(os.path.join(d, n)).st_mode & 0o777) == "0o600"

@@ -9,13 +9,25 @@ and control/locals, then send SIGHUP to the qmail-send of this QMAILHOME.
 vadduser/vdeluser/vpasswd/vsetuserquota keep the user directory
 (<domdir>/<user>/Maildir/{new,cur,tmp}) and the store in step.
 
+Hashed directories, as vpopmail built with USERS_BIG_DIR (the default)
+makes them (qtools.vpopmail.bigdir): the domain's counter puts its 100th
+user in <domdir>/0/<user>, the 200th in <domdir>/1/<user>, ... then
+<domdir>/0/0/<user>; the owner's `dom_<uid>` counter does the same for the
+domains themselves ($VPOPMAILHOME/domains/0/<dom> from the 100th domain of
+that uid on).  vdeluser and vdeldomain count down, vdeldomain drops the
+domain's own counter.  The counters live where vpopmail keeps them (the
+cdb store's .dir-control files, the MySQL store's dir_control table), so
+either implementation can add the next user.  Stored paths are used as
+stored.
+
 Every file is rewritten as vpopmail does (a temporary file, then rename),
 with an fsync before the rename.  Names are checked before any path is made
 from them, and nothing is created or removed outside the domain's directory.
-Differences from vpopmail: no hashed directories for large domains
-(existing hashed paths are read and used as stored), an exact duplicate line
-is never added to a control file, users/assign.cdb (s/qmail) is rewritten
-too when it exists.
+Differences from vpopmail: an exact duplicate line is never added to a
+control file, users/assign.cdb (s/qmail) is rewritten too when it exists; a
+counter is read, incremented and written under an flock of the directory it
+hashes, a corrupt counter is an error (never a path), a failed addition
+counts down again and no count goes below 0.
 """
 import errno
 import os
@@ -310,6 +322,16 @@ def vdelivermail_path():
 
 
 # -- domains -----------------------------------------------------------------
+def undo_dir_control(st, key, top, uid, gid):
+    """dec_dir_control() after a failed addition; its own failure must not
+    hide the first one."""
+    from qtools.vpopmail import bigdir
+    try:
+        bigdir.dec_dir_control(st, key, top, uid, gid)
+    except (StoreError, S.TempFail, OSError):
+        pass
+
+
 def check_new_domain(domain):
     """vadddomain()'s checks on a new domain name."""
     if len(domain) < 3:
@@ -350,34 +372,51 @@ def vadddomain(st, domain, dir=None, uid=None, gid=None, bounce=None, hup=True):
             except OSError:
                 raise StoreError(S.VA_CAN_NOT_MAKE_DOMAINS_DIR)
             chown(domains, uid, gid)
-        ddir = os.path.join(domains, domain)
-        if len(ddir) > S.MAX_PW_DIR:
-            raise StoreError(S.VA_DIR_TOO_LONG)
+        if len(os.path.join(domains, domain)) > S.MAX_PW_DIR:
+            raise StoreError(S.VA_DIR_TOO_LONG)     # too long whatever the hash
+        # the domain's own hashed directory: the dom_<uid> counter
+        from qtools.vpopmail import bigdir
+        key = "dom_%d" % uid
         try:
-            os.mkdir(ddir, DIR_MODE)
-        except FileExistsError:
-            if os.listdir(ddir):
-                raise StoreError(S.VA_COULD_NOT_MAKE_DOMAIN_DIR)
+            hashdir = bigdir.next_big_dir(st, key, domains, uid, gid, chown)
         except OSError:
             raise StoreError(S.VA_COULD_NOT_MAKE_DOMAIN_DIR)
+        ddir = bigdir.join(domains, hashdir, domain)
         try:
-            write_lines(os.path.join(ddir, ".qmail-default"),
-                        ["| %s '' %s" % (vdelivermail_path(), bounce or "delete")], mode=0o600)
-        except OSError:
-            delete_tree(ddir, domains)
-            raise StoreError(S.VA_COULD_NOT_OPEN_QMAIL_DEFAULT)
-        try:
-            add_domain_assign(domain, domain, ddir, uid, gid)
-        except (OSError, StoreError):
-            delete_tree(ddir, domains)
-            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE)
-        r_chown(ddir, uid, gid)
-        try:
-            st.adddomain(domain)
-        except Exception:
-            delete_tree(ddir, domains)
-            del_domain_assign([domain], domain, ddir, uid, gid)
-            del_control([domain])
+            if len(ddir) > S.MAX_PW_DIR:
+                raise StoreError(S.VA_DIR_TOO_LONG)
+            if not inside(os.path.dirname(ddir), domains):
+                raise StoreError(S.VA_COULD_NOT_MAKE_DOMAIN_DIR,
+                                 "refusing %s: not inside %s" % (ddir, domains))
+            try:
+                os.mkdir(ddir, DIR_MODE)
+            except FileExistsError:
+                if os.listdir(ddir):
+                    raise StoreError(S.VA_COULD_NOT_MAKE_DOMAIN_DIR)
+            except OSError:
+                raise StoreError(S.VA_COULD_NOT_MAKE_DOMAIN_DIR)
+            try:
+                write_lines(os.path.join(ddir, ".qmail-default"),
+                            ["| %s '' %s" % (vdelivermail_path(), bounce or "delete")],
+                            mode=0o600)
+            except OSError:
+                delete_tree(ddir, domains)
+                raise StoreError(S.VA_COULD_NOT_OPEN_QMAIL_DEFAULT)
+            try:
+                add_domain_assign(domain, domain, ddir, uid, gid)
+            except (OSError, StoreError):
+                delete_tree(ddir, domains)
+                raise StoreError(S.VA_COULD_NOT_UPDATE_FILE)
+            r_chown(ddir, uid, gid)
+            try:
+                st.adddomain(domain)
+            except Exception:
+                delete_tree(ddir, domains)
+                del_domain_assign([domain], domain, ddir, uid, gid)
+                del_control([domain])
+                raise
+        except BaseException:
+            undo_dir_control(st, key, domains, uid, gid)
             raise
     finally:
         os.umask(old)
@@ -402,6 +441,7 @@ def vdeldomain(st, domain):
     else:
         aliases = [e[0] for e in domain_entries(a.domain)] or [domain]
         st.deldomain(a.domain)
+        st.del_dir_control(a.domain)
         # rows of the store outside the domain's tree (mysql): a domain
         # added again later under the name must not get them back
         drop = getattr(st, "valias_delete_domain", None)
@@ -422,6 +462,18 @@ def vdeldomain(st, domain):
             warnings.append("Warning: Could not access (%s)" % a.dir)
     del_control(aliases)
     del_domain_assign(aliases, a.domain, a.dir, a.uid, a.gid)
+    if a.domain == domain:
+        # the owner's domain counter (vpopmail: dec_dir_control("dom_<uid>"))
+        from qtools.vpopmail import bigdir
+        domains = os.path.dirname(a.dir)
+        for _ in range(bigdir.MAX_DIR_LEVELS):      # above the hash
+            if os.path.basename(domains) == "domains":
+                break
+            domains = os.path.dirname(domains)
+        if os.path.basename(domains) != "domains" or not os.path.isdir(domains):
+            domains = os.path.join(S.vpopmailhome(), "domains")
+        if os.path.isdir(domains):
+            bigdir.dec_dir_control(st, "dom_%d" % a.uid, domains, a.uid, a.gid)
     signal_qmail_send()
     return warnings
 
@@ -493,20 +545,33 @@ def vadduser(st, user, domain, password, gecos="", apop=S.USE_POP, crypted=None)
         raise StoreError(S.VA_USERNAME_EXISTS)
     if not os.path.isdir(a.dir):
         raise StoreError(S.VA_BAD_D_DIR)
-    udir = os.path.join(a.dir, user)
-    if len(udir) > S.MAX_PW_DIR:
-        raise StoreError(S.VA_DIR_TOO_LONG)
-    if not inside(udir, a.dir):
+    if len(a.dir) + len(user) >= S.MAX_PW_DIR:
+        raise StoreError(S.VA_DIR_TOO_LONG)         # too long whatever the hash
+    if not inside(os.path.join(a.dir, user), a.dir):
         raise StoreError(S.VA_ILLEGAL_USERNAME)
     old = os.umask(0o077)
     try:
+        # make_user_dir(): the next hashed directory, then the length check
+        from qtools.vpopmail import bigdir
         try:
-            os.mkdir(udir, DIR_MODE)
-        except FileExistsError:
-            raise StoreError(S.VA_EXIST_U_DIR)
-        except OSError:
-            raise StoreError(S.VA_BAD_U_DIR)
+            hashdir = bigdir.next_big_dir(st, domain, a.dir, a.uid, a.gid, chown)
+        except OSError as e:
+            raise StoreError(S.VA_BAD_U_DIR, "unable to make the hashed directory in %s: %s"
+                             % (a.dir, e))
+        made = False
         try:
+            udir = bigdir.join(a.dir, hashdir, user)
+            if len(a.dir) + len(hashdir) + len(user) >= S.MAX_PW_DIR:
+                raise StoreError(S.VA_DIR_TOO_LONG)
+            if not inside(udir, a.dir) or not inside(os.path.dirname(udir), a.dir):
+                raise StoreError(S.VA_BAD_U_DIR, "refusing %s: not inside %s" % (udir, a.dir))
+            try:
+                os.mkdir(udir, DIR_MODE)
+            except FileExistsError:
+                raise StoreError(S.VA_EXIST_U_DIR)
+            except OSError:
+                raise StoreError(S.VA_BAD_U_DIR)
+            made = True
             make_maildir(udir, a.uid, a.gid)
             if crypted is None:
                 crypted, clear = S.mkpasswd(password), password
@@ -514,7 +579,13 @@ def vadduser(st, user, domain, password, gecos="", apop=S.USE_POP, crypted=None)
                 clear = ""
             st.adduser(user, domain, crypted, clear, gecos or user, udir, apop)
         except BaseException:
-            delete_tree(udir, a.dir)
+            try:
+                if made:
+                    delete_tree(udir, a.dir)
+            finally:
+                # the count stays the number of users (vpopmail leaves it
+                # one up after a failure)
+                undo_dir_control(st, domain, a.dir, a.uid, a.gid)
             raise
         q = default_quota(st, domain)
         if q != "NOQUOTA":
@@ -560,6 +631,9 @@ def vdeluser(st, user, domain):
     if is_catchall(user, a.domain, a.dir):
         raise StoreError(S.VA_CANNOT_DELETE_CATCHALL)
     st.deluser(user, a.domain)
+    if os.path.isdir(a.dir):
+        from qtools.vpopmail import bigdir
+        bigdir.dec_dir_control(st, a.domain, a.dir, a.uid, a.gid)
     if pw.dir and os.path.lexists(pw.dir):
         if not inside(pw.dir, a.dir) or os.path.realpath(pw.dir) == os.path.realpath(a.dir):
             raise StoreError(S.VA_BAD_DIR, "could not remove %s" % pw.dir)

@@ -470,6 +470,19 @@ class Store:
             raise StoreError(VA_DOMAIN_DOES_NOT_EXIST)
         write_limits_file(os.path.join(a.dir, ".qmailadmin-limits"), lim, a.uid, a.gid)
 
+    # -- hashed directories (bigdir.c): the dir control state of a domain
+    # (its users) or of `dom_<uid>` (the domains of that owner), as a
+    # bigdir.VDir.  A missing state reads as the defaults; a corrupt one is
+    # StoreError(VA_BAD_DIR).  See qtools.vpopmail.bigdir.
+    def read_dir_control(self, key, uid, gid):
+        raise NotImplementedError
+
+    def write_dir_control(self, key, vdir, uid, gid):
+        raise NotImplementedError
+
+    def del_dir_control(self, key):
+        raise NotImplementedError
+
     def setflags(self, pw, domain):
         """vlimits_setflags: pw.flags = pw.gid | the domain's limit flags,
         unless the user has V_OVERRIDE."""

@@ -8,6 +8,9 @@ lock writers hold.  Lookups read vpasswd.cdb only (vpasswd when the cdb is
 missing).  Last authentication: `<userdir>/lastauth` holds the IP, its mtime
 the time (vcdb.c set_lastauth).  Domain limits are the files of
 store.file_limits().
+Hashed directories (bigdir): `.dir-control` in the domain directory for
+its users, `$VPOPMAILHOME/domains/.dir-control` for the `dom_<uid>`
+counter of the domains (vcdb.c's text format, bigdir.format_file).
 
 Virtual aliases (vpopmail without --enable-valias, vpalias.c): one file per
 alias in the domain directory, `.qmail-<alias>` with '.' stored as ':', one
@@ -29,6 +32,7 @@ VPASSWD = "vpasswd"
 VPASSWD_CDB = "vpasswd.cdb"
 VPASSWD_CDB_TMP = "vpasswd.cdb.tmp"
 VPASSWD_LOCK = "vpasswd.lock"
+DIR_CONTROL = ".dir-control"
 
 
 def parse_line(name, rest):
@@ -382,6 +386,101 @@ class CdbStore(S.Store):
             for line in self._alias_lines(os.path.join(a.dir, S.valias_file(alias))):
                 out.append((alias, line))
         return out
+
+    # -- hashed directories: .dir-control files (vcdb.c dc_filename)
+    def dir_control_path(self, key, uid):
+        """<domaindir>/.dir-control for a domain of users/assign; for
+        `dom_<uid>`, $VPOPMAILHOME/domains/.dir-control when uid is the
+        vpopmail user's or owns $VPOPMAILHOME, else <uid's home>/domains/."""
+        a = S.get_assign(key) if S.domain_valid(key) else None
+        if a is not None:
+            return os.path.join(a.dir, DIR_CONTROL)
+        if not key.startswith("dom_"):
+            raise StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+        import pwd
+        home = S.vpopmailhome()
+        mine = set()
+        try:
+            mine.add(pwd.getpwnam("vpopmail").pw_uid)
+        except KeyError:
+            pass
+        try:
+            mine.add(os.stat(home).st_uid)
+        except OSError:
+            pass
+        if uid not in mine:
+            try:
+                home = pwd.getpwuid(uid).pw_dir
+            except KeyError:
+                raise StoreError(S.VA_BAD_UID, "no home directory for uid %d" % uid)
+        return os.path.join(home, "domains", DIR_CONTROL)
+
+    def read_dir_control(self, key, uid, gid):
+        from qtools.vpopmail import bigdir
+        path = self.dir_control_path(key, uid)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(64 * 1024)
+        except FileNotFoundError:
+            return bigdir.VDir()
+        except OSError as e:
+            raise TempFail("unable to read %s: %s" % (path, e))
+        try:
+            return bigdir.parse_file(data)
+        except bigdir.Corrupt as e:
+            raise StoreError(S.VA_BAD_DIR, "corrupt %s: %s" % (path, e))
+
+    def write_dir_control(self, key, vdir, uid, gid):
+        """vwrite_dir_control(): <file>.<pid>, fsync, rename, owned by
+        uid/gid."""
+        from qtools.vpopmail import bigdir
+        path = self.dir_control_path(key, uid)
+        if key.startswith("dom_") and not os.path.isdir(os.path.dirname(path)):
+            # vadddomain -d elsewhere, with no domains/ in that home: vpopmail's
+            # fopen fails and the count is not kept; so here
+            return
+        tmp = "%s.%d" % (path, os.getpid())
+        old = os.umask(0o077)
+        try:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(bigdir.format_file(vdir))
+                while view:
+                    view = view[os.write(fd, view):]
+                try:
+                    os.fchown(fd, uid, gid)
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.EINVAL):
+                        raise
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            fsync_dir(os.path.dirname(path))
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to write %s: %s" % (path, e))
+        finally:
+            os.umask(old)
+
+    def del_dir_control(self, key):
+        a = S.get_assign(key) if S.domain_valid(key) else None
+        if a is None:
+            return
+        try:
+            os.unlink(os.path.join(a.dir, DIR_CONTROL))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to remove %s/%s: %s"
+                             % (a.dir, DIR_CONTROL, e))
 
 
 def make_vpasswd_cdb(d, lines=None):

@@ -17,7 +17,10 @@ the limit files of store.file_limits() are read.  `valias` (vpopmail's
 DEFAULT_DELIVERY layout: id, valias_type, alias, domain, valias_line, copy)
 holds virtual aliases, one row per delivery line, read in id order;
 `aliasdomains` (alias, domain) the alias domains (sagredo's
-sql-aliasdomains).  Both are created on first use.  A missing pw_clear_passwd
+sql-aliasdomains); `dir_control` (domain, cur_users, level_cur, level_max,
+level_start0-2, level_end0-2, level_mod0-2, level_index0-2, the_dir) the
+hashed-directory counters (bigdir) of each domain and of `dom_<uid>`.
+These three are created on first use.  A missing pw_clear_passwd
 column (a build without CLEAR_PASS) is tolerated.
 
 Driver: MySQLdb (mysqlclient) if importable, else PyMySQL, always with
@@ -596,6 +599,51 @@ class MysqlStore(S.Store):
 
     def aliasdomain_del(self, alias):
         self._quiet("DELETE FROM `aliasdomains` WHERE alias = %s", (alias,))
+
+    # -- hashed directories: the dir_control table (vmysql.c)
+    def _dc_run(self, sql, args, update):
+        try:
+            return self._run(sql, args, update=update, fetch=not update)
+        except SchemaError as e:
+            if _code(e) != ER_NO_SUCH_TABLE:
+                raise TempFail("MySQL: %s" % _errtext(e))
+        self._run("CREATE TABLE IF NOT EXISTS `dir_control` ( %s )" % DIR_CONTROL_LAYOUT,
+                  update=True, fetch=False)
+        try:
+            return self._run(sql, args, update=update, fetch=not update)
+        except SchemaError as e:
+            raise TempFail("MySQL: %s" % _errtext(e))
+
+    def read_dir_control(self, key, uid, gid):
+        from qtools.vpopmail import bigdir
+        rows = self._dc_run("SELECT %s FROM `dir_control` WHERE domain = %%s"
+                            % ", ".join(DIR_CONTROL_COLUMNS), (key,), False)
+        if not rows:
+            return bigdir.VDir()
+        try:
+            return bigdir.from_row(rows[0])
+        except (bigdir.Corrupt, ValueError, TypeError) as e:
+            raise StoreError(S.VA_BAD_DIR, "corrupt dir_control row %s: %s" % (key, e))
+
+    def write_dir_control(self, key, vdir, uid, gid):
+        sql = "REPLACE INTO `dir_control` (domain, %s) VALUES (%s)" % (
+            ", ".join(DIR_CONTROL_COLUMNS), ", ".join(["%s"] * (len(DIR_CONTROL_COLUMNS) + 1)))
+        self._dc_run(sql, (key,) + vdir.fields(), True)
+
+    def del_dir_control(self, key):
+        self._quiet("DELETE FROM `dir_control` WHERE domain = %s", (key,))
+
+
+DIR_CONTROL_LAYOUT = (
+    "domain CHAR(96) NOT NULL, cur_users INT, level_cur INT, level_max INT, "
+    "level_start0 INT, level_start1 INT, level_start2 INT, level_end0 INT, level_end1 INT, "
+    "level_end2 INT, level_mod0 INT, level_mod1 INT, level_mod2 INT, level_index0 INT, "
+    "level_index1 INT, level_index2 INT, the_dir CHAR(160), PRIMARY KEY (domain)")
+DIR_CONTROL_COLUMNS = (
+    "cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
+    "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1", "level_mod2",
+    "level_index0", "level_index1", "level_index2", "the_dir")
+
 
 class _Retry(Exception):
     pass

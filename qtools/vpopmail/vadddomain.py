@@ -2,7 +2,10 @@
 
 usage: vadddomain [options] virtual_domain [postmaster password]
 
-Creates $VPOPMAILHOME/domains/<domain>/ with a .qmail-default that runs
+Creates $VPOPMAILHOME/domains/<domain>/ (from the owner's 100th domain on
+in vpopmail's hashed directories, domains/0/<domain>, domains/1/, ...,
+counted as `dom_<uid>` in domains/.dir-control or the dir_control table)
+with a .qmail-default that runs
 vdelivermail (`| .../vdelivermail '' delete`), adds `+domain-:domain:uid:gid:dir:-::`
 to users/assign and rebuilds users/cdb, adds the domain to control/rcpthosts
 (control/morercpthosts and its cdb from the 50th domain on) and to

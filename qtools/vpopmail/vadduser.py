@@ -3,7 +3,9 @@
 usage: vadduser [options] email_address [passwd]
 
 Creates the user's directory <domaindir>/<user> with Maildir/{new,cur,tmp}
-(mode 0750, owned by the domain's uid/gid), stores the user with a new
+(mode 0750, owned by the domain's uid/gid; from the domain's 100th user on
+in vpopmail's hashed directories, <domaindir>/0/<user>, /1/, ... /z/,
+/0/0/ ..., counted in .dir-control or the dir_control table), stores the user with a new
 SHA-512 crypt hash ($6$, 16 salt characters) and the domain's default
 quota, and records a first lastauth entry (0.0.0.0: "account created").
 Without a password one is asked for (on the terminal, else the first line

@@ -20,7 +20,10 @@ For each domain, the destination gets:
     stay files); into cdb each alias file is rewritten from its rows;
   - the domain limits when the source has its own (.qmailadmin-limits into
     a `limits` row, a row into .qmailadmin-limits);
-  - into MySQL, the domain's alias domains (`aliasdomains` table).
+  - into MySQL, the domain's alias domains (`aliasdomains` table);
+  - the domain's hashed-directory counter (.dir-control <-> a dir_control
+    row, see bigdir), and when every domain is converted, the `dom_<uid>`
+    counters of their owners (vpopmail's vconvert copies neither).
 Nothing is written to the source.  Users go in one step (a MySQL
 transaction; vpasswd and vpasswd.cdb replaced by rename), so a failure
 leaves a domain's users as they were, and running vconvert again gives the
@@ -92,6 +95,17 @@ def convert(src, dst, domain, debug, out):
     for e in admin.domain_entries(domain):
         if e[0] != domain:
             dst.aliasdomain_add(e[0], domain)
+    # the hashed-directory counter, so the next user goes where vpopmail
+    # (or qtools) on the destination store would put it
+    dst.write_dir_control(domain, src.read_dir_control(domain, ad.uid, ad.gid), ad.uid,
+                          ad.gid)
+
+
+def convert_domain_counters(src, dst, entries):
+    """The dom_<uid> counters of the owners of the converted domains."""
+    for uid, gid in sorted(set((e[2], e[3]) for e in entries if e[0] == e[1])):
+        key = "dom_%d" % uid
+        dst.write_dir_control(key, src.read_dir_control(key, uid, gid), uid, gid)
 
 
 def main(argv):
@@ -153,6 +167,14 @@ def main(argv):
                 out("domain conversion failed\n")
                 strerr.die(111, PROG, "unable to convert ", domain, ": ", str(e))
             out("done\n")
+        if not args:
+            try:
+                convert_domain_counters(src, dst, admin.domain_entries())
+            except S.StoreError as e:
+                strerr.warn(PROG, "domain counters: ", str(e))
+                failed += 1
+            except S.TempFail as e:
+                strerr.die(111, PROG, "unable to convert the domain counters: ", str(e))
     finally:
         src.close()
         dst.close()

@@ -2,7 +2,9 @@
 
 usage: vdeluser [options] email_address
 
-Removes the user from the store, then its directory (only when it lies
+Removes the user from the store, counts the domain's hashed-directory
+counter down (.dir-control or the dir_control table, as vpopmail's
+dec_dir_control), then its directory (only when it lies
 inside the domain's directory; anything else is refused with
 `Error: could not remove <dir>`).  The domain's catch-all user (named in
 .qmail-default) is not deleted: `Error: can't delete catchall account`.
