@@ -4,6 +4,7 @@ when the process died."""
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,7 +108,8 @@ def stop(proc, timeout=5):
 
 class TcpServer:
     """A tcpserver (qtools or C) on 127.0.0.1 port 0; `-1` prints the port,
-    which is the readiness signal.  stderr goes to a file read by .log()."""
+    which is the readiness signal.  stderr goes to a file read by .log().
+    At the end the server is stopped and its whole process group killed."""
 
     def __init__(self, args, prog, env=None, binary=None, cwd=None, logpath=None):
         self.binary = binary or qbin("tcpserver")
@@ -136,6 +138,10 @@ class TcpServer:
 
     def __exit__(self, *a):
         stop(self.proc)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)     # children still running
+        except ProcessLookupError:
+            pass
         self.proc.stdout.close()
         self.logf.close()
 

@@ -4,7 +4,6 @@ SMTP client that reads whole replies, a self-signed certificate made once
 per session, and readers for what was queued."""
 import contextlib
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -59,16 +58,9 @@ def server(mode, home, tmp_path, args=(), env=None, opts=("-v",), name="smtpd", 
     """tcpserver -v ... qmail-smtpd args; the whole process group is killed
     at the end.  extra: environment for qmail-smtpd."""
     e = env or smtpd_env(mode, home, **extra)
-    srv = TcpServer(list(opts), [qbin("qmail-smtpd")] + list(args), env=e,
-                    logpath=str(tmp_path / (name + ".log")))
-    with srv:
-        try:
-            yield srv
-        finally:
-            try:
-                os.killpg(srv.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    with TcpServer(list(opts), [qbin("qmail-smtpd")] + list(args), env=e,
+                   logpath=str(tmp_path / (name + ".log"))) as srv:
+        yield srv
 
 
 class Client:

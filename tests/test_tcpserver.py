@@ -53,16 +53,9 @@ def tcprules(maker, path, text):
 @contextlib.contextmanager
 def serve(binary, args, prog, env, tmp_path, name="srv"):
     """A tcpserver whose whole process group is killed at the end."""
-    srv = TcpServer(args, prog, env=env, binary=binary,
-                    logpath=str(tmp_path / (name + ".log")))
-    with srv:
-        try:
-            yield srv
-        finally:
-            try:
-                os.killpg(srv.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    with TcpServer(args, prog, env=env, binary=binary,
+                   logpath=str(tmp_path / (name + ".log"))) as srv:
+        yield srv
 
 
 def binaries(cbin):
