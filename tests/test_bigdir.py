@@ -270,3 +270,27 @@ def test_vadddomain_hashes_after_100_domains(vhome, lib):
     assert state(vhome, key) == want(vhome, 99, "0")
     if vhome.backend == "mysql":
         assert vhome.rows("SELECT * FROM dir_control WHERE domain = %s", (DOM,)) == ()
+
+
+def test_continues_a_state_vpopmail_left(vhome, lib):
+    """A domain at its 6499th user, as vpopmail's own file (or row) has it:
+    the next user goes to 0/2 (0/0 came at 6300, 0/1 at 6400)."""
+    vhome.ok("vadddomain", DOM, "pmpass")
+    d = vhome.domdir(DOM)
+    if vhome.backend == "cdb":
+        with open(os.path.join(d, ".dir-control"), "wb") as f:
+            f.write(b"6499\n1\n3\n0 0 0\n61 61 61\n0 2 2\n0 2 2\n0/1\n")
+        after = b"6500\n1\n3\n0 0 0\n61 61 61\n0 2 2\n0 3 2\n0/2\n"
+        deleted = b"6499\n1\n3\n0 0 0\n61 61 61\n0 2 2\n0 3 3\n0/2\n"   # read as 0 3 3
+    else:
+        vhome.rows("REPLACE INTO dir_control VALUES (%s, 6499, 1, 3, 0, 0, 0, 61, 61, 61, "
+                   "0, 2, 4, 0, 2, 0, '0/1')", (DOM,))
+        after = b"6500\n1\n3\n0 0 0\n61 61 61\n0 2 4\n0 3 0\n0/2\n"
+        deleted = after.replace(b"6500", b"6499", 1)
+    vhome.ok("vadduser", "joe@" + DOM, "pw")
+    assert userdir(vhome, "joe") == d + "/0/2/joe"
+    assert os.path.isdir(os.path.join(d, "0", "2", "joe", "Maildir", "cur"))
+    assert state(vhome, DOM, d) == after
+    vhome.ok("vdeluser", "joe@" + DOM)
+    assert not os.path.exists(os.path.join(d, "0", "2", "joe"))
+    assert state(vhome, DOM, d) == deleted
