@@ -209,7 +209,7 @@ def parse_file(data):
     again (its scan restarts at 0), so it repeats the second: a file of
     `0 2 4` gives level_mod 0 2 2."""
     lines = data.split(b"\n")
-    if len(lines) < 9 or lines[8] != b"":
+    if len(lines) < 8:
         raise Corrupt("not 8 lines")
     v = VDir()
     v.cur_users = atol_ulong(lines[0])
