@@ -517,6 +517,46 @@ def test_limits(vh, mode):
         c.close()
 
 
+def test_limits_permissions(vh, mode):
+    """perm_* as vpopmail keeps them: set_limits stores every one, get_limits
+    sends perm_maillist alone and perm_quota with the list users' (<<3) and
+    moderators' (<<6) bits; a .qmailadmin-limits file written by vpopmail
+    (perm_maillist with all three) is read as vlimits.c reads it."""
+    login = sysadmin(vh)
+    vh.ok("vadddomain", DOM, "pmpass")
+    limits = os.path.join(vh.domdir(DOM), ".qmailadmin-limits")
+    with open(limits, "w") as f:
+        f.write("maxpopaccounts: 10\nperm_account: 9\nperm_maillist: 78\nperm_quota: 2\n")
+    with daemon(vh, mode) as srv:
+        c = Client(srv)
+        c.multi(login)
+        lim = c.multi(b"get_limits yourdomain.net").decode()
+        # 9 & 7 = 1; 78 = 6 | 1<<3 | 1<<6
+        assert ("perm_account 1\r\nperm_alias 0\r\nperm_forward 0\r\nperm_autoresponder 0\r\n"
+                "perm_maillist 6\r\nperm_quota 74\r\nperm_defaultquota 0\r\n"
+                "perm_defaultquota 0\r\n.\r\n") in lim
+        assert c.cmd(b"set_limits yourdomain.net") == b"+OK \r\n"
+        c.send(b"perm_alias 3\r\nperm_forward 4\r\nperm_autoresponder 5\r\nperm_maillist 1\r\n"
+               b"perm_maillist_users 2\r\nperm_maillist_moderators 4\r\nperm_quota 7\r\n"
+               b"perm_defaultquota 6\r\n.\r\n")
+        assert c.line() == b"+OK \r\n"
+        lim = c.multi(b"get_limits yourdomain.net").decode()
+        assert ("perm_account 1\r\nperm_alias 3\r\nperm_forward 4\r\nperm_autoresponder 5\r\n"
+                "perm_maillist 1\r\nperm_quota %d\r\nperm_defaultquota 6\r\n"
+                % (7 | 2 << 3 | 4 << 6)) in lim
+        c.close()
+    if vh.backend == "cdb":
+        with open(limits) as f:
+            text = f.read()
+        assert text.endswith("perm_account: 1\nperm_alias: 3\nperm_forward: 4\n"
+                             "perm_autoresponder: 5\nperm_maillist: %d\nperm_quota: %d\n"
+                             "perm_defaultquota: 6\n" % (1 | 2 << 3 | 4 << 6, 7 | 2 << 3 | 4 << 6))
+    else:
+        assert vh.rows("SELECT perm_account, perm_alias, perm_maillist, perm_quota, "
+                       "perm_defaultquota FROM limits WHERE domain = 'yourdomain.net'") == \
+            ((1, 3, 1 | 2 << 3 | 4 << 6, 7, 6),)
+
+
 # -- hostile input ---------------------------------------------------------------------------
 def snapshot(top, skip):
     out = {}

@@ -495,13 +495,22 @@ class Store:
         pass
 
 
+DISABLE_ALL, DISABLE_BITS = 7, 3     # VLIMIT_DISABLE_ALL, VLIMIT_DISABLE_BITS
+
+
 class Limits:
-    """struct vlimits (the parts qtools uses)."""
+    """struct vlimits."""
     FLAGS = (("disable_pop", NO_POP), ("disable_smtp", NO_SMTP), ("disable_imap", NO_IMAP),
              ("disable_relay", NO_RELAY), ("disable_webmail", NO_WEBMAIL),
              ("disable_passwordchanging", NO_PASSWD_CHNG), ("disable_dialup", NO_DIALUP),
              ("disable_spamassassin", NO_SPAMASSASSIN), ("delete_spam", DELETE_SPAM),
              ("disable_maildrop", NO_MAILDROP))
+
+    # the permissions of domain admins other than postmaster (qmailadmin):
+    # VLIMIT_DISABLE_CREATE 1 | _MODIFY 2 | _DELETE 4 each
+    PERMS = ("perm_account", "perm_alias", "perm_forward", "perm_autoresponder",
+             "perm_maillist", "perm_maillist_users", "perm_maillist_moderators",
+             "perm_quota", "perm_defaultquota")
 
     def __init__(self):
         self.values = {"maxpopaccounts": -1, "maxaliases": -1, "maxforwards": -1,
@@ -509,6 +518,21 @@ class Limits:
                        "maxmsgcount": 0, "defaultquota": 0, "defaultmaxmsgcount": 0}
         for k, _ in self.FLAGS:
             self.values[k] = 0
+        for k in self.PERMS:
+            self.values[k] = 0
+
+    def maillist_perms(self):
+        """perm_maillist with its users and moderators bits above it, as
+        vpopmail stores it in one number (VLIMIT_DISABLE_BITS = 3)."""
+        v = self.values
+        return (v["perm_maillist"] | v["perm_maillist_users"] << DISABLE_BITS
+                | v["perm_maillist_moderators"] << 2 * DISABLE_BITS)
+
+    def set_maillist_perms(self, perm):
+        perm %= 1 << 64                             # C's unsigned long
+        for k in ("perm_maillist", "perm_maillist_users", "perm_maillist_moderators"):
+            self.values[k] = perm & DISABLE_ALL
+            perm >>= DISABLE_BITS
 
     def flag_mask(self):
         m = 0
@@ -527,10 +551,12 @@ _FILE_KEYS = {"maxpopaccounts": "maxpopaccounts", "maxaliases": "maxaliases",
 _FILE_FLAGS = {"disable_pop": "disable_pop", "disable_imap": "disable_imap",
                "disable_dialup": "disable_dialup",
                "disable_password_changing": "disable_passwordchanging",
-               "disable_external_relay": "disable_relay", "disable_smtp": "disable_smtp",
                "disable_webmail": "disable_webmail",
+               "disable_external_relay": "disable_relay", "disable_smtp": "disable_smtp",
                "disable_spamassassin": "disable_spamassassin", "delete_spam": "delete_spam",
-               "disable_maildrop": "disable_maildrop"}
+               "disable_maildrop": "disable_maildrop"}      # in the order vlimits.c writes
+_FILE_PERMS = ("perm_account", "perm_alias", "perm_forward", "perm_autoresponder",
+               "perm_quota", "perm_defaultquota")
 
 
 def read_limits_file(path, lim):
@@ -556,6 +582,12 @@ def read_limits_file(path, lim):
                 lim.values[_FILE_KEYS[key]] = _atoi_signed(val)
         elif key in _FILE_FLAGS:
             lim.values[_FILE_FLAGS[key]] = 1
+        elif key in _FILE_PERMS:
+            if val:
+                lim.values[key] = _atoi_signed(val) & DISABLE_ALL
+        elif key == "perm_maillist":
+            if val:
+                lim.set_maillist_perms(_atoi_signed(val))
     return True
 
 
@@ -565,6 +597,16 @@ def write_limits_file(path, lim, uid=-1, gid=-1):
     v = lim.values
     lines = ["%s: %d" % (k, v[key]) for k, key in _FILE_KEYS.items()]
     lines += [k for k, key in _FILE_FLAGS.items() if v.get(key)]
+    # vlimits.c writes perm_maillist without its users and moderators bits
+    # (which its reader expects there) and ORs them into perm_quota (where
+    # its reader masks them off): qtools writes them in both places, so
+    # either reader keeps them
+    lines += ["perm_account: %d" % v["perm_account"], "perm_alias: %d" % v["perm_alias"],
+              "perm_forward: %d" % v["perm_forward"],
+              "perm_autoresponder: %d" % v["perm_autoresponder"],
+              "perm_maillist: %d" % lim.maillist_perms(),
+              "perm_quota: %d" % (v["perm_quota"] | lim.maillist_perms() & ~DISABLE_ALL),
+              "perm_defaultquota: %d" % v["perm_defaultquota"]]
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:

@@ -79,14 +79,29 @@ LIMITS_LAYOUT = (
     "perm_account TINYINT(2) NOT NULL DEFAULT 0, perm_alias TINYINT(2) NOT NULL DEFAULT 0, "
     "perm_forward TINYINT(2) NOT NULL DEFAULT 0, "
     "perm_autoresponder TINYINT(2) NOT NULL DEFAULT 0, "
-    "perm_maillist TINYINT(4) NOT NULL DEFAULT 0, perm_quota TINYINT(2) NOT NULL DEFAULT 0, "
+    "perm_maillist SMALLINT(4) NOT NULL DEFAULT 0, perm_quota TINYINT(2) NOT NULL DEFAULT 0, "
     "perm_defaultquota TINYINT(2) NOT NULL DEFAULT 0")
+# vpopmail declares perm_maillist TINYINT(4), too small for the moderators'
+# bits it stores there (up to 511): tables made here have a SMALLINT
 LIMIT_COLUMNS = (
     "maxpopaccounts", "maxaliases", "maxforwards", "maxautoresponders", "maxmailinglists",
     "diskquota", "maxmsgcount", "defaultquota", "defaultmaxmsgcount", "disable_pop",
     "disable_imap", "disable_dialup", "disable_passwordchanging", "disable_webmail",
     "disable_relay", "disable_smtp", "disable_spamassassin", "delete_spam",
-    "disable_maildrop")
+    "disable_maildrop", "perm_account", "perm_alias", "perm_forward", "perm_autoresponder",
+    "perm_maillist", "perm_quota", "perm_defaultquota")
+
+
+def _limits(row):
+    """A `limits` row as Limits: perm_maillist holds the mailing list's,
+    its users' and its moderators' permissions (vmysql.c vget_limits)."""
+    lim = S.Limits()
+    for k, v in zip(LIMIT_COLUMNS, row):
+        if k == "perm_maillist":
+            lim.set_maillist_perms(_int(v))
+        else:
+            lim.values[k] = _int(v)
+    return lim
 
 _driver = None
 
@@ -399,10 +414,7 @@ class MysqlStore(S.Store):
                 self.has_limits = False
                 rows = []
             if rows:
-                lim = S.Limits()
-                for k, v in zip(LIMIT_COLUMNS, rows[0]):
-                    lim.values[k] = _int(v)
-                return lim
+                return _limits(rows[0])
         return S.file_limits(domain)
 
     def del_limits(self, domain):
@@ -564,17 +576,15 @@ class MysqlStore(S.Store):
             return None
         if not rows:
             return None
-        lim = S.Limits()
-        for k, v in zip(LIMIT_COLUMNS, rows[0]):
-            lim.values[k] = _int(v)
-        return lim
+        return _limits(rows[0])
 
     def set_limits(self, domain, lim):
         """A `limits` row (vmysql.c vset_limits; the table is created with
         vpopmail's layout when missing)."""
         sql = "REPLACE INTO `limits` (domain, %s) VALUES (%s)" % (
             ", ".join(LIMIT_COLUMNS), ", ".join(["%s"] * (len(LIMIT_COLUMNS) + 1)))
-        args = (domain,) + tuple(lim.values.get(k, 0) for k in LIMIT_COLUMNS)
+        args = (domain,) + tuple(lim.maillist_perms() if k == "perm_maillist"
+                                 else lim.values.get(k, 0) for k in LIMIT_COLUMNS)
         try:
             self._run(sql, args, update=True, fetch=False)
         except SchemaError as e:

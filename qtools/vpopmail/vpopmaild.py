@@ -1087,7 +1087,10 @@ def get_limits(s, tok):
     for name, key in LIMIT_FLAGS:
         s.line("%s %d" % (name, 1 if v.get(key) else 0))
     for name in LIMIT_PERMS:
-        s.line("%s %d" % (name, v.get(name, 0)))
+        x = v.get(name, 0)
+        if name == "perm_quota":        # vpopmaild.c: with the mailing list's users' and
+            x |= lim.maillist_perms() & ~S.DISABLE_ALL      # moderators' bits above it
+        s.line("%s %d" % (name, x))
     s.line("perm_defaultquota %d" % v.get("perm_defaultquota", 0))   # sic: sent twice
     s.send(DOT)
     return 0
@@ -1095,8 +1098,7 @@ def get_limits(s, tok):
 
 def set_limits(s, tok):
     """`+OK `, then `key value` lines up to `.` applied to the domain's
-    limits (vget_limits), then stored (vset_limits).  The perm_* keys are
-    accepted but not kept: qtools' limits have no permission fields."""
+    limits (vget_limits), then stored (vset_limits)."""
     if not sa_head(s, 3501):
         return -1
     domain = tok.next(TOKENS)
@@ -1110,14 +1112,14 @@ def set_limits(s, tok):
     lim = s.st.get_limits(a.domain)
     keys = dict(LIMIT_VALUES)
     keys.update(LIMIT_FLAGS)
-    ignored = set(LIMIT_PERMS) | {"perm_maillist_users", "perm_maillist_moderators"}
+    keys.update((k, k) for k in S.Limits.PERMS)
     s.send(OK)
     for param, value in param_block(s, PARAM_TOKENS):
         if value is None:
             s.send(b"  Warning: missing value\r\n")
         elif param in keys:
             lim.values[keys[param]] = atoi(value)
-        elif param not in ignored:
+        else:
             s.send(b"  Warning: invalid option\r\n")
     try:
         s.st.set_limits(a.domain, lim)
