@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from vpoptools import VHome, chkpw, mariadb, mariadb_template, private_mariadb  # noqa: F401
+from vpoptools import (VHome, chkpw, mariadb, mariadb_template, private_mariadb,  # noqa: F401
+                       vhome)
 
 DOM, OTHER, ALIAS = "example.test", "other.test", "alias.test"
 
@@ -172,19 +173,99 @@ def test_mirror_and_named_domains(inst):
     assert r.stderr == "vconvert: warning: nowhere.test: Domain does not exist\n"
 
 
-def test_usage_and_unsupported(inst):
+USAGE = ("vconvert: usage: vconvert -c -m | -m -c | -e -c|-m | -p file -c|-m | -S "
+         "[-d] [-v] [domain ...]\n")
+
+
+def test_usage_and_unknown(inst):
     vh = inst
-    for argv in (("vconvert",), ("vconvert", "-c"), ("vconvert", "-x", "-c", "-m")):
+    for argv in (("vconvert",), ("vconvert", "-c"), ("vconvert", "-x", "-c", "-m"),
+                 ("vconvert", "-e"), ("vconvert", "-p")):
         r = vh.run(*argv)
-        assert r.returncode == 100 and r.stderr.endswith(
-            "vconvert: usage: vconvert -c -m | -m -c [-d] [-v] [domain ...]\n"), r
-    r = vh.run("vconvert", "-c", "-c")
-    assert (r.returncode, r.stdout) == (100, "unknown conversion\n")
-    for argv in (("-e", "-m"), ("-S",), ("-p", "file", "-c")):
+        assert r.returncode == 100 and r.stderr.endswith(USAGE), r
+    for argv in (("-c", "-c"), ("-e", "-e"), ("-e", "-p", "f"), ("-p", "f", "-e"),
+                 ("-m", "-e"), ("-c", "-p", "f")):
         r = vh.run("vconvert", *argv)
-        assert r.returncode == 100 and "is not supported" in r.stderr, r
+        assert (r.returncode, r.stdout) == (100, "unknown conversion\n"), argv
     r = vh.run("vconvert", "-v", "-c", "-m", OTHER)
     assert r.returncode == 0 and r.stdout.startswith("version: ")
+
+
+def store_opt(vh):
+    return "-m" if vh.backend == "mysql" else "-c"
+
+
+def test_sqwebmail_passwords(vhome):
+    """-S: Maildir/sqwebmail-pass = TAB hash NL for every user (vsqwebmail_pass)."""
+    vh = vhome
+    vh.ok("vadddomain", DOM, "pm pass")
+    vh.ok("vadduser", "joe@" + DOM, "joe pw")
+    r = vh.run("vconvert", "-S", DOM)
+    assert (r.returncode, r.stdout) == (0, "converting example.test done\n")
+    for user in ("joe", "postmaster"):
+        crypted = vh.ok("vuserinfo", "-p", "%s@%s" % (user, DOM)).strip()
+        path = os.path.join(vh.domdir(DOM), user, "Maildir", "sqwebmail-pass")
+        with open(path, "rb") as f:
+            assert f.read() == b"\t" + crypted.encode() + b"\n"
+        st = os.stat(path)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, os.stat(vh.domdir(DOM)).st_uid)
+    r = vh.run("vconvert", "-S", "-d", "nowhere.test")
+    assert r.returncode == 100 and r.stdout == "converting nowhere.test domain conversion failed\n"
+
+
+def test_passwd_file(vhome, tmp_path):
+    """-p FILE: user:crypted lines become users with those hashes (they log
+    in with their old passwords), sqwebmail-pass without a newline; the
+    first user that cannot be added ends the domain with `Error: ...`."""
+    from test_vchkpw import _crypt
+    vh = vhome
+    vh.ok("vadddomain", DOM, "pm pass")
+    ann, bob = _crypt("ann pw", "$6$annsalt"), _crypt("bob pw", "$1$bobsalt$")
+    pf = tmp_path / "passwd"
+    pf.write_text("ann:%s\n\n  Bob\t%s:extra\nlonely\n" % (ann, bob))
+    r = vh.run("vconvert", "-p", str(pf), store_opt(vh), DOM)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "converting example.test done\n", "")
+    assert vh.ok("vuserinfo", "-p", "ann@" + DOM).strip() == ann
+    assert vh.ok("vuserinfo", "-p", "bob@" + DOM).strip() == bob
+    assert chkpw(vh, b"bob@example.test\0bob pw\0")[0] == 0
+    assert chkpw(vh, b"ann@example.test\0ann pw\0")[0] == 0
+    with open(os.path.join(vh.domdir(DOM), "ann", "Maildir", "sqwebmail-pass"), "rb") as f:
+        assert f.read() == b"\t" + ann.encode()
+    # ann exists now: vadduser refuses her, and the domain stops there
+    pf.write_text("ann:%s\ncarl:%s\n" % (ann, bob))
+    r = vh.run("vconvert", "-p", str(pf), store_opt(vh), DOM)
+    assert r.returncode == 100
+    assert r.stdout == ("converting example.test Error: Username exists\n"
+                        "domain conversion failed\n")
+    assert vh.run("vuserinfo", "carl@" + DOM).returncode != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="/etc/shadow and useradd need root")
+def test_system_accounts(vhome):
+    """-e: an account of /etc/passwd with a hash in /etc/shadow becomes a
+    user with that hash; locked and password-less accounts are skipped."""
+    import shutil
+    import subprocess
+    if not shutil.which("useradd"):
+        pytest.skip("no useradd")
+    vh = vhome
+    vh.ok("vadddomain", DOM, "pm pass")
+    from test_vchkpw import _crypt
+    name = "qtvc%d" % os.getpid()
+    h = _crypt("sys pw", "$6$syssalt")
+    subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-c", "Sys User",
+                    "-p", h, name], check=True, timeout=60)
+    try:
+        r = vh.run("vconvert", "-e", store_opt(vh), DOM)
+    finally:
+        subprocess.run(["userdel", name], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("converting example.test ")
+    assert r.stdout.endswith("done\n")
+    assert "skipping daemon\n" in r.stdout           # '*' in /etc/shadow
+    assert vh.ok("vuserinfo", "-p", "%s@%s" % (name, DOM)).strip() == h
+    assert vh.ok("vuserinfo", "-c", "%s@%s" % (name, DOM)).strip() == "Sys User"
+    assert chkpw(vh, b"%s@example.test\0sys pw\0" % name.encode())[0] == 0
 
 
 def test_database_down_leaves_the_source(private_mariadb, tmp_path, mode):

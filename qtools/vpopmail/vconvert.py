@@ -1,6 +1,6 @@
 """vconvert - copy vpopmail domains from one user store to the other.
 
-usage: vconvert -c -m | -m -c [-d] [-v] [domain ...]
+usage: vconvert -c -m | -m -c | -e -c|-m | -p file -c|-m | -S [-d] [-v] [domain ...]
 
 The first store option names the store to convert FROM, the second the one
 to convert TO: -c the cdb files (domains/<dom>/vpasswd + vpasswd.cdb,
@@ -29,13 +29,28 @@ transaction; vpasswd and vpasswd.cdb replaced by rename), so a failure
 leaves a domain's users as they were, and running vconvert again gives the
 same result.  Mail directories are shared and stay where they are.
 
+The other conversions of vconvert.c fill a domain (which must exist) of
+the store named second:
+  -e -c|-m  the system's accounts (/etc/passwd, hashes from /etc/shadow):
+            each one whose hash is longer than 2 characters becomes a user
+            with that hash (`skipping <name>` for the others, `user <name>
+            domain <dom> did not add` when vadduser refuses it);
+  -p FILE -c|-m  a file of `user:crypted` lines (blanks, tabs and colons
+            separate the fields): each becomes a user with that hash, and
+            its Maildir/sqwebmail-pass gets `<TAB><crypted>` (no newline,
+            as vconvert.c writes it); the first failure prints `Error:
+            <reason>` and ends that domain;
+  -S        (no second option) for every user of the configured store,
+            Maildir/sqwebmail-pass = `<TAB><crypted>\n` (vsqwebmail_pass).
+Files are written to a temporary name, fsynced and renamed, owned by the
+domain's uid/gid; nothing outside a user's own directory is touched.
+
 Output (vconvert.c): `converting <dom> ` then `done` or
 `domain conversion failed` for named domains, `converting <dom>...    `
 for all of them; -d also prints each user's name; -v the version.
-Exit codes: 0 all converted; 100 usage, an unsupported conversion (-e, -p,
--S: /etc/passwd, passwd files and sqwebmail passwords are not supported;
-`unknown conversion`) or a domain that failed for a permanent reason (not
-found, a name the destination cannot hold); 111 when a store cannot answer
+Exit codes: 0 all converted; 100 usage, `unknown conversion` or a domain
+that failed for a permanent reason (not found, a name the destination
+cannot hold, an unreadable -p file); 111 when a store cannot answer
 (database down, file unreadable): `vconvert: fatal: ...` on stderr and
 vconvert stops at once.  vpopmail's vconvert always exits 0.
 """
@@ -45,7 +60,7 @@ import sys
 from qtools.vpopmail import admin, tool, store as S
 
 PROG = "vconvert"
-USAGE = "vconvert -c -m | -m -c [-d] [-v] [domain ...]"
+USAGE = "vconvert -c -m | -m -c | -e -c|-m | -p file -c|-m | -S [-d] [-v] [domain ...]"
 
 
 def open_backend(name):
@@ -108,28 +123,137 @@ def convert_domain_counters(src, dst, entries):
         dst.write_dir_control(key, src.read_dir_control(key, uid, gid), uid, gid)
 
 
+def write_sqwebmail_pass(udir, crypted, uid, gid, newline=True):
+    """vsqwebmail_pass(): <udir>/Maildir/sqwebmail-pass = TAB crypted (and a
+    newline), written whole (tmp, fsync, rename) and owned by uid/gid."""
+    maildir = os.path.join(udir, "Maildir")
+    if not os.path.isdir(maildir):
+        raise S.StoreError(S.VA_BAD_U_DIR, "no Maildir in %s" % udir)
+    path = os.path.join(maildir, "sqwebmail-pass")
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, b"\t" + S._encode(crypted) + (b"\n" if newline else b""))
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError:
+            pass
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def user_dir(ad, pw):
+    """The user's directory, if it is inside its domain's."""
+    if pw.dir and os.path.isdir(pw.dir) and admin.inside(pw.dir, ad.dir):
+        return pw.dir
+    return None
+
+
+def sqwebmail_domain(st, domain, debug, out):
+    """-S: every user's sqwebmail-pass from the store (set_sqwebmail_pass)."""
+    ad = S.get_assign(domain)
+    if ad is None or ad.domain != domain:
+        raise S.StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+    if debug:
+        out("Setting sqwebmail passwords for %s\n" % domain)
+    for pw in st.getall(domain):
+        if debug:
+            out("%s\n" % pw.name)
+        udir = user_dir(ad, pw)
+        if udir:
+            write_sqwebmail_pass(udir, pw.passwd, ad.uid, ad.gid)
+
+
+def system_accounts():
+    """(name, hash, gecos) of /etc/passwd, the hash from /etc/shadow where
+    the passwd field points there (HAS_SHADOW)."""
+    import pwd
+    shadow = {}
+    try:
+        with open("/etc/shadow", "rb") as f:
+            for line in f.read().split(b"\n"):
+                fields = line.split(b":")
+                if len(fields) > 1:
+                    shadow[S._decode(fields[0])] = S._decode(fields[1])
+    except OSError as e:
+        raise S.TempFail("unable to read /etc/shadow: %s" % e)
+    for p in pwd.getpwall():
+        yield p.pw_name, shadow.get(p.pw_name, ""), p.pw_gecos
+
+
+def etc_domain(st, domain, debug, out):
+    """-e: the system's accounts into the domain (etc_to_default)."""
+    if S.get_assign(domain) is None:
+        raise S.StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+    for name, crypted, gecos in system_accounts():
+        if len(crypted) <= 2:
+            out("skipping %s\n" % name)
+            continue
+        try:
+            admin.vadduser(st, name, domain, "", gecos, crypted=crypted)
+        except S.StoreError:
+            out("user %s domain %s did not add\n" % (name, domain))
+
+
+def passwd_file_domain(st, path, domain, debug, out):
+    """-p FILE: user:crypted lines into the domain (passwd_to_vpopmail)."""
+    ad = S.get_assign(domain)
+    if ad is None:
+        raise S.StoreError(S.VA_DOMAIN_DOES_NOT_EXIST)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        out("Could not open passwd file %s\n" % path)
+        raise S.StoreError(S.VA_BAD_DIR, "unable to read %s: %s" % (path, e))
+    import re
+    for line in data.split(b"\n"):
+        fields = [x for x in re.split(rb"[ :\t]+", line) if x]
+        if len(fields) < 2:
+            continue
+        user, crypted = S._decode(fields[0]).lower(), S._decode(fields[1])
+        try:
+            admin.vadduser(st, user, domain, "", user, crypted=crypted)
+        except S.StoreError as e:
+            out("Error: %s\n" % S.verror(e.code))
+            raise
+        pw = st.getpw(user, ad.domain)
+        udir = user_dir(ad, pw) if pw else None
+        if udir:
+            write_sqwebmail_pass(udir, crypted, ad.uid, ad.gid, newline=False)
+
+
 def main(argv):
     from qtools.lib import sgetopt, strerr
     try:
         opts, args = sgetopt.getopt(argv, "mcep:Svd", PROG)
     except sgetopt.UsageError:
         strerr.die_usage(PROG, USAGE)
-    order, debug, other = [], False, False
-    for o, _ in opts:
+    # vconvert.c: the first of -m -c -e -p names the store to convert FROM,
+    # the next the one to convert TO; -S sets both
+    fmt_from = fmt_to = None
+    passwd_file, debug = None, False
+    for o, v in opts:
         if o == "v":
             print("version: %s" % tool.version())
         elif o == "d":
             debug = True
-        elif o in "mc":
-            order.append(o)
+        elif o == "S":
+            fmt_from = fmt_to = "S"
         else:
-            other = True
-    if other:
-        strerr.die(100, PROG, "conversion from /etc/passwd, passwd files and sqwebmail "
-                   "passwords (-e, -p, -S) is not supported")
-    if len(order) < 2:
+            if o == "p":
+                passwd_file = v
+            if fmt_from is None:
+                fmt_from = o
+            else:
+                fmt_to = o
+    if fmt_from is None or fmt_to is None:
         strerr.die_usage(PROG, USAGE)
-    if order[0] == order[1]:
+    if (fmt_from in "mc" and fmt_to not in "mc" or fmt_from == fmt_to != "S"
+            or fmt_from == "e" and fmt_to not in "mc"
+            or fmt_from == "p" and fmt_to not in "mc"):
         print("unknown conversion")
         return 100
 
@@ -138,7 +262,12 @@ def main(argv):
         sys.stdout.flush()
 
     try:
-        src, dst = open_backend(order[0]), open_backend(order[1])
+        if fmt_from == "S":
+            src = dst = S.open_store()
+        elif fmt_from in "mc":
+            src, dst = open_backend(fmt_from), open_backend(fmt_to)
+        else:
+            src = dst = open_backend(fmt_to)
     except (S.TempFail, S.StoreError) as e:
         strerr.die(111, PROG, "unable to open the MySQL store: ", str(e))
     failed = 0
@@ -157,7 +286,14 @@ def main(argv):
             if domain is None:
                 continue
             try:
-                convert(src, dst, domain, debug, out)
+                if fmt_from == "S":
+                    sqwebmail_domain(dst, domain, debug, out)
+                elif fmt_from == "e":
+                    etc_domain(dst, domain, debug, out)
+                elif fmt_from == "p":
+                    passwd_file_domain(dst, passwd_file, domain, debug, out)
+                else:
+                    convert(src, dst, domain, debug, out)
             except S.StoreError as e:
                 out("domain conversion failed\n")
                 strerr.warn(PROG, domain, ": ", str(e))
@@ -167,7 +303,7 @@ def main(argv):
                 out("domain conversion failed\n")
                 strerr.die(111, PROG, "unable to convert ", domain, ": ", str(e))
             out("done\n")
-        if not args:
+        if not args and fmt_from in "mc":
             try:
                 convert_domain_counters(src, dst, admin.domain_entries())
             except S.StoreError as e:
@@ -177,5 +313,6 @@ def main(argv):
                 strerr.die(111, PROG, "unable to convert the domain counters: ", str(e))
     finally:
         src.close()
-        dst.close()
+        if dst is not src:
+            dst.close()
     return 100 if failed else 0
