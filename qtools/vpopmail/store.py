@@ -16,6 +16,7 @@ lookup through qmail's users/cdb (vget_assign), crypt(3) checks and
 vpopmail's maildir quota spec.  Module top imports only os: vchkpw runs per
 AUTH and loads the rest lazily (or through its preload hook).
 """
+import errno
 import os
 
 # -- vpopmail.h --------------------------------------------------------------
@@ -607,20 +608,40 @@ def write_limits_file(path, lim, uid=-1, gid=-1):
               "perm_maillist: %d" % lim.maillist_perms(),
               "perm_quota: %d" % (v["perm_quota"] | lim.maillist_perms() & ~DISABLE_ALL),
               "perm_defaultquota: %d" % v["perm_defaultquota"]]
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    replace_file(path, _encode("".join(x + "\n" for x in lines)), uid, gid)
+
+
+def replace_file(path, data, uid=-1, gid=-1, tmp=None):
+    """data as path, atomically: a temporary file beside it (tmp, by default
+    <path>.tmp.<pid>), mode 0600, owned by uid/gid where that is allowed,
+    fsync, rename; a failure removes the temporary file.  The caller fsyncs
+    the directory where the rename must be durable."""
+    if tmp is None:
+        tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
-        data = _encode("".join(x + "\n" for x in lines))
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o600)
         try:
             os.fchown(fd, uid, gid)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
         except OSError:
             pass
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
 
 

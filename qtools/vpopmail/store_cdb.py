@@ -313,8 +313,10 @@ class CdbStore(S.Store):
                 fcntl.lockf(lock, fcntl.LOCK_EX)
                 lines = edit(self._alias_lines(path))
                 if lines:
-                    _replace_file(path, b"".join(S._encode(x) + b"\n" for x in lines),
-                                  a.uid, a.gid)
+                    # the temporary name is none a user or an alias can have
+                    S.replace_file(path, b"".join(S._encode(x) + b"\n" for x in lines),
+                                   a.uid, a.gid, tmp=os.path.join(
+                                       d, ".valias.tmp.%d" % os.getpid()))
                 else:
                     try:
                         os.unlink(path)
@@ -439,36 +441,12 @@ class CdbStore(S.Store):
             # vadddomain -d elsewhere, with no domains/ in that home: vpopmail's
             # fopen fails and the count is not kept; so here
             return
-        tmp = "%s.%d" % (path, os.getpid())
-        old = os.umask(0o077)
         try:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                view = memoryview(bigdir.format_file(vdir))
-                while view:
-                    view = view[os.write(fd, view):]
-                try:
-                    os.fchown(fd, uid, gid)
-                except OSError as e:
-                    if e.errno not in (errno.EPERM, errno.EINVAL):
-                        raise
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
+            S.replace_file(path, bigdir.format_file(vdir), uid, gid,
+                           tmp="%s.%d" % (path, os.getpid()))
             fsync_dir(os.path.dirname(path))
         except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StoreError(S.VA_COULD_NOT_UPDATE_FILE, "unable to write %s: %s" % (path, e))
-        finally:
-            os.umask(old)
 
     def del_dir_control(self, key):
         a = S.get_assign(key) if S.domain_valid(key) else None
@@ -500,36 +478,6 @@ def make_vpasswd_cdb(d, lines=None):
     m.finish()
     os.chmod(tmp, 0o600)
     os.rename(tmp, os.path.join(d, VPASSWD_CDB))
-
-
-def _replace_file(path, data, uid, gid):
-    """data as path, atomically: a temporary file in the same directory
-    (a name no user or alias can have), mode 0600, owned by uid/gid,
-    fsync, rename; the caller fsyncs the directory."""
-    d = os.path.dirname(path)
-    tmp = os.path.join(d, ".valias.tmp.%d" % os.getpid())
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, 0o600)
-        try:
-            os.fchown(fd, uid, gid)
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.EINVAL):
-                raise
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
 
 
 def _write_file(path, data, sync=True, mode=0o600):

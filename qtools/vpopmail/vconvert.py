@@ -129,19 +129,8 @@ def write_sqwebmail_pass(udir, crypted, uid, gid, newline=True):
     maildir = os.path.join(udir, "Maildir")
     if not os.path.isdir(maildir):
         raise S.StoreError(S.VA_BAD_U_DIR, "no Maildir in %s" % udir)
-    path = os.path.join(maildir, "sqwebmail-pass")
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, b"\t" + S._encode(crypted) + (b"\n" if newline else b""))
-        try:
-            os.fchown(fd, uid, gid)
-        except OSError:
-            pass
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    S.replace_file(os.path.join(maildir, "sqwebmail-pass"),
+                   b"\t" + S._encode(crypted) + (b"\n" if newline else b""), uid, gid)
 
 
 def user_dir(ad, pw):
