@@ -143,6 +143,12 @@ FREEZE = textwrap.dedent("""
     shared = {"k": [1, 2, 3], "s": "x" * 100}
     n = pathexec.freeze()
     after = ["made", "after"]
+    if sys.version_info >= (3, 12):        # the fallback where /proc/self/mem is refused
+        mark, done = pathexec._ctypes_writer()
+        other = ["marked", "through", "ctypes"]
+        mark(id(other))
+        done()
+        assert sys.getrefcount(other) >= 2 ** 31, sys.getrefcount(other)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                   # a child uses and changes what it shares
@@ -171,8 +177,9 @@ def interpreters():
 def test_freeze_makes_the_parent_immortal(python):
     """freeze(): everything alive is frozen for the GC and, on CPython >= 3.12,
     immortal (its reference count is never written again, so forked children
-    copy no page for counting); objects made afterwards stay mortal; a
-    child still changes shared objects privately."""
+    copy no page for counting; written through /proc/self/mem, or ctypes
+    where that is refused); objects made afterwards stay mortal; a child
+    still changes shared objects privately."""
     p = subprocess.run([python, "-c", FREEZE % {"top": os.path.dirname(HERE)}],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
