@@ -162,14 +162,19 @@ FREEZE = textwrap.dedent("""
 
 
 def interpreters():
-    """This venv's Python, and the newer CPythons found on PATH (where PEP
-    683's immortal objects exist), to run pathexec.freeze() under each."""
+    """This venv's Python, and the newer CPythons found on PATH or among
+    pyenv's versions (where PEP 683's immortal objects exist), to run
+    pathexec.freeze() under each."""
+    import glob
     import shutil
     found = [sys.executable]
-    for name in ("python3.12", "python3.13", "python3.14"):
-        p = shutil.which(name)
-        if p and subprocess.run([p, "-c", "1"], capture_output=True).returncode == 0:
-            found.append(p)
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for v in ("3.12", "3.13", "3.14"):
+        for p in [shutil.which("python" + v)] + sorted(
+                glob.glob(os.path.join(pyenv, "versions", v + "*", "bin", "python" + v))):
+            if p and subprocess.run([p, "-c", "1"], capture_output=True).returncode == 0:
+                found.append(p)
+                break
     return found
 
 
