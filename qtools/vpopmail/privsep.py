@@ -200,10 +200,14 @@ def start(uid, gid):
                 os.close(null)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            theirs.send(b"ready")           # the network is no longer ours
             code = monitor_loop(theirs)
         finally:
             os._exit(code)
     theirs.close()
+    # not a byte to the client before the monitor (root) has let go of it
+    if mine.recv(16) != b"ready":
+        raise OSError("the privileged monitor did not start")
     os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
