@@ -209,7 +209,6 @@ class Server:
         _signal.set_wakeup_fd(wake_w)
         sig.catch(_signal.SIGTERM, _exit0)
         self.spares = set()
-        self.status()
         # made once, here: a child dup2()s its connection onto this socket
         # object's descriptor instead of making one (a socket object's
         # set-up is ~80 page faults in a fresh fork)
@@ -224,6 +223,7 @@ class Server:
         pathexec.snapshot(signals=True, closed=(
             s.fileno(), self.wake_r, self.death_r, self.notify_r, self.death_w,
             self.csock.fileno()))
+        self.status()               # "status: 0/N": ready, the set-up is done
         while True:
             if len(self.spares) < self.SPARES_LOW:
                 pathexec.refresh()
