@@ -31,7 +31,9 @@ synchronous directory updates made explicit for Linux:
     error 54, write error 53); fsync the file and mess/<N%23>/ (53).
  4. create intd/N exclusively (65); write u<uid>\\0p<pid>\\0 and the envelope
     as read (bad byte 91, address too long 11, end of file 54); fsync the
-    file and intd/ (53).
+    file (53).  Not intd/ itself: intd/N is only the staging name of the
+    inode todo/N links to, and a crash that loses it loses nothing
+    (qmail-clean's unlink of intd/N takes ENOENT as done).
  5. link intd/N to todo/N (66) and fsync todo/ (53): the message is queued.
  6. write a byte to lock/trigger without blocking (no reader: fine); exit 0.
 Files created per message: the pid file and intd/N (mess/N and todo/N are
@@ -257,8 +259,7 @@ class Queuer:
         out = bytearray(b"u%d\0p%d\0" % (uid, mypid))
         self.envelope(out, read)
         try:
-            os.fsync(self.intdfd)
-            fsync_dir("intd", self.dfd)
+            os.fsync(self.intdfd)           # not intd/: see the module docstring
         except OSError:
             raise Die(53)
 
