@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from helpers import qbin, qenv, wait_until
-from svtools import cmdline
+from svtools import children, cmdline
 
 
 def model(dots, data):
@@ -125,7 +125,7 @@ def test_elided_from_short_command_line(mode):
     p = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=subprocess.PIPE,
                          env=qenv(mode), start_new_session=True)
     try:
-        kid = wait_until(lambda: [c for c in children_of(p.pid)], 10, p, "child")[0]
+        kid = wait_until(lambda: [c for c in children(p.pid)], 10, p, "child")[0]
         p.stdin.write(b"oops\n")
         p.stdin.flush()
         want = b"readproctitle service errors: " + model(400, b"oops\n")
@@ -136,8 +136,3 @@ def test_elided_from_short_command_line(mode):
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def children_of(pid):
-    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-        return [int(x) for x in f.read().split()]

@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 from helpers import TcpServer, needs_root, wait_until
+from svtools import children
 from vpoptools import (VHome, chkpw, mariadb, mariadb_template,  # noqa: F401
                        private_mariadb)
 
@@ -348,14 +349,6 @@ def session_pid(srv, client):
 def status(pid):
     with open("/proc/%d/status" % pid) as f:
         return dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-
-
-def children(pid):
-    out = []
-    for t in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-            out += [int(x) for x in f.read().split()]
-    return out
 
 
 @needs_root
