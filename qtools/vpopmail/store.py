@@ -529,6 +529,11 @@ class Limits:
         return (v["perm_maillist"] | v["perm_maillist_users"] << DISABLE_BITS
                 | v["perm_maillist_moderators"] << 2 * DISABLE_BITS)
 
+    def quota_perms(self):
+        """perm_quota as vpopmail writes and sends it: with the mailing
+        list users' and moderators' bits above it (readers mask them off)."""
+        return self.values["perm_quota"] | self.maillist_perms() & ~DISABLE_ALL
+
     def set_maillist_perms(self, perm):
         perm %= 1 << 64                             # C's unsigned long
         for k in ("perm_maillist", "perm_maillist_users", "perm_maillist_moderators"):
@@ -606,7 +611,7 @@ def write_limits_file(path, lim, uid=-1, gid=-1):
               "perm_forward: %d" % v["perm_forward"],
               "perm_autoresponder: %d" % v["perm_autoresponder"],
               "perm_maillist: %d" % lim.maillist_perms(),
-              "perm_quota: %d" % (v["perm_quota"] | lim.maillist_perms() & ~DISABLE_ALL),
+              "perm_quota: %d" % lim.quota_perms(),
               "perm_defaultquota: %d" % v["perm_defaultquota"]]
     replace_file(path, _encode("".join(x + "\n" for x in lines)), uid, gid)
 

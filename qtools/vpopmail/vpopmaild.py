@@ -1087,10 +1087,7 @@ def get_limits(s, tok):
     for name, key in LIMIT_FLAGS:
         s.line("%s %d" % (name, 1 if v.get(key) else 0))
     for name in LIMIT_PERMS:
-        x = v.get(name, 0)
-        if name == "perm_quota":        # vpopmaild.c: with the mailing list's users' and
-            x |= lim.maillist_perms() & ~S.DISABLE_ALL      # moderators' bits above it
-        s.line("%s %d" % (name, x))
+        s.line("%s %d" % (name, lim.quota_perms() if name == "perm_quota" else v.get(name, 0)))
     s.line("perm_defaultquota %d" % v.get("perm_defaultquota", 0))   # sic: sent twice
     s.send(DOT)
     return 0
@@ -1553,7 +1550,6 @@ def preload(argv=None):
     installation.  tcpserver calls this in its parent; main() calls it before
     dropping privileges."""
     import fcntl, hmac, secrets, select, shutil, signal, socket, stat, time  # noqa: F401,E401
-    import encodings.idna  # noqa: F401 - socket.create_connection() of a database host
     from qtools.lib import cdb, strerr  # noqa: F401
     from qtools.vpopmail import admin, privsep, store_cdb  # noqa: F401
     try:
