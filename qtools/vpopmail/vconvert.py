@@ -240,9 +240,8 @@ def main(argv):
                 fmt_to = o
     if fmt_from is None or fmt_to is None:
         strerr.die_usage(PROG, USAGE)
-    if (fmt_from in "mc" and fmt_to not in "mc" or fmt_from == fmt_to != "S"
-            or fmt_from == "e" and fmt_to not in "mc"
-            or fmt_from == "p" and fmt_to not in "mc"):
+    # the conversions there are: -c -m, -m -c, -e|-p to -c|-m, and -S
+    if fmt_from != "S" and (fmt_to not in "mc" or fmt_to == fmt_from):
         print("unknown conversion")
         return 100
 
