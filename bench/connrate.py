@@ -6,6 +6,7 @@ set from a tcprules cdb, so every connection gets one `553 blocked` line:
   C      : /usr/bin/tcpserver -> /usr/bin/rblsmtpd (C child, exec)
   elide  : qtools tcpserver -> qtools rblsmtpd, exec elided (fork only)
   noelide: qtools tcpserver -> qtools rblsmtpd, QTOOLS_NOELIDE=1 (fork+exec Python)
+  reuse  : elide with QTOOLS_REUSE=100 (a child serves up to 100 connections in turn)
 measured one connection at a time and 10 at once.  Loopback only; every
 load loop is bounded by a connection count and socket timeouts.
 
@@ -40,11 +41,14 @@ def main():
                    input=b'127.0.0.1:allow,RBLSMTPD="-blocked"\n', check=True)
     base = dict(os.environ, PATH=QBIN + ":/usr/bin:/bin")
     base.pop("QTOOLS_NOELIDE", None)
+    base.pop("QTOOLS_REUSE", None)
     cases = [
         ("C tcpserver + C rblsmtpd", "/usr/bin/tcpserver", "/usr/bin/rblsmtpd", base),
         ("qtools, elision on", os.path.join(QBIN, "tcpserver"), "rblsmtpd", base),
         ("qtools, elision off", os.path.join(QBIN, "tcpserver"), "rblsmtpd",
          dict(base, QTOOLS_NOELIDE="1")),
+        ("qtools, QTOOLS_REUSE=100", os.path.join(QBIN, "tcpserver"), "rblsmtpd",
+         dict(base, QTOOLS_REUSE="100")),
     ]
     results = {}
     print("# connrate: %d connections per case, nproc=%d, load=%s"
@@ -68,6 +72,9 @@ def main():
           % (e[0]["rate"] / c[0]["rate"], e[1]["rate"] / c[1]["rate"]))
     print("ratio elide/noelide: seq %.2fx  c10 %.2fx   (target >= 5x)"
           % (e[0]["rate"] / x[0]["rate"], e[1]["rate"] / x[1]["rate"]))
+    r = results["qtools, QTOOLS_REUSE=100"]
+    print("ratio reuse/C      : seq %.2fx  c10 %.2fx"
+          % (r[0]["rate"] / c[0]["rate"], r[1]["rate"] / c[1]["rate"]))
 
 
 if __name__ == "__main__":

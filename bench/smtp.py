@@ -13,7 +13,10 @@ S = 1 for the per-message latency (ms/msg = wall time / M).  Targets, all on
            with exec elision; the rules give 127.0.0.1 RELAYCLIENT=""; a
            private QMAILHOME with control/me, control/rcpthosts and a queue
            made by queue-fix; qmail-queue leaves each message in todo/ (no
-           qmail-send runs)
+           qmail-send runs); one process per connection, as qmail
+  qtools-reuse  the same with QTOOLS_REUSE=100: a child serves up to 100
+           connections one after another (Postfix's max_use), put back as
+           it was between them (qtools.lib.reuse)
   noelide  the same with QTOOLS_NOELIDE=1 (a Python start-up per connection
            and per qmail-queue), fewer messages
   postfix  a private Postfix 3.7 (pfinstance.py, the anchors' pf_setup.sh):
@@ -58,6 +61,7 @@ sys.path.insert(0, HERE)
 import pfinstance  # noqa: E402
 
 QBIN = os.path.dirname(os.path.abspath(sys.executable))
+REUSE = 100             # QTOOLS_REUSE of the qtools-reuse target: Postfix's max_use
 SOURCE_ARGS = ["-4", "-M", "test.example", "-l", "4096", "-f", "a@test.example",
                "-t", "b@test.example"]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -193,14 +197,16 @@ class Sink(Target):
 
 
 class Qtools(Target):
-    def __init__(self, work, noelide=False, base=None):
-        name = "noelide" if noelide else "base" if base else "qtools"
+    def __init__(self, work, noelide=False, base=None, reuse=0):
+        name = ("noelide" if noelide else "base" if base else "qtools") + ("-reuse" if reuse else "")
         Target.__init__(self, name, "qtools tcpserver+qmail-smtpd" +
                         (", QTOOLS_NOELIDE=1" if noelide else " (elided)") +
+                        (", QTOOLS_REUSE=%d" % reuse if reuse else "") +
                         (" from -b" if base else ""))
         self.home = os.path.join(work, name)
         self.noelide = noelide
         self.base = base
+        self.reuse = reuse
 
     def start(self):
         home = self.home
@@ -217,6 +223,9 @@ class Qtools(Target):
                        input=b'127.0.0.1:allow,RELAYCLIENT=""\n', check=True, timeout=60)
         env = dict(os.environ, PATH=QBIN + ":/usr/bin:/bin", QMAILHOME=home)
         env.pop("QTOOLS_NOELIDE", None)
+        env.pop("QTOOLS_REUSE", None)
+        if self.reuse:
+            env["QTOOLS_REUSE"] = str(self.reuse)
         if self.base:
             env["PYTHONPATH"] = self.base
         if self.noelide:
@@ -339,12 +348,13 @@ def main():
              open("/proc/loadavg").read().split()[0], fstype, work, a.reps, a.m20, a.m1))
     print("# disk there: %.0f us per file creation, %.0f us per 4 KiB write+fsync "
           "(qtools and Postfix create 2 files a message, aio 1)" % (create, fsync))
-    targets = [Sink(pfroot, work), Qtools(work), Postfix(pfroot, work), Aio(work)]
+    targets = [Sink(pfroot, work), Qtools(work), Qtools(work, reuse=REUSE),
+               Postfix(pfroot, work), Aio(work)]
     if a.base:
         base = os.path.abspath(a.base)
         subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(base, "qtools")],
                        check=True)
-        targets.insert(2, Qtools(work, base=base))
+        targets.insert(3, Qtools(work, base=base))
     noelide = None if a.skip_noelide else Qtools(work, noelide=True)
     started = []
     results = {}
@@ -367,7 +377,7 @@ def main():
         for t in started:
             t.stop()
         print("# load at the end: %s" % open("/proc/loadavg").read().split()[0])
-        print("%-50s %2s  %-28s %8s %8s" % ("target", "s", "msgs/s median [min-max]",
+        print("%-62s %2s  %-28s %8s %8s" % ("target", "s", "msgs/s median [min-max]",
                                             "ms/msg", "cpu/msg"))
         for t in targets + ([noelide] if noelide else []):
             for s in (20, 1):
@@ -375,7 +385,7 @@ def main():
                 if not rs:
                     continue
                 rates = [x[0] for x in rs]
-                print("%-50s %2d  %7.1f [%7.1f-%7.1f]    %6.2fms %6.2fms"
+                print("%-62s %2d  %7.1f [%7.1f-%7.1f]    %6.2fms %6.2fms"
                       % (t.label, s, med(rates), min(rates), max(rates),
                          med(x[1] for x in rs), med(x[2] for x in rs)))
         for t in started:
@@ -392,10 +402,11 @@ def main():
 
         def lat(name, s):
             return med(x[1] for x in results[(name, s)])
-        print("ratio qtools/postfix  s=20 msgs/s : %.2fx   (target >= 1.0x)"
-              % (rate("qtools", 20) / rate("postfix", 20)))
-        print("ratio qtools/postfix  s=1 ms/msg  : %.2fx   (target <= 1.5x)"
-              % (lat("qtools", 1) / lat("postfix", 1)))
+        for q in ("qtools", "qtools-reuse"):
+            print("ratio %-13s/postfix  s=20 msgs/s : %.2fx   (target >= 1.0x)"
+                  % (q, rate(q, 20) / rate("postfix", 20)))
+            print("ratio %-13s/postfix  s=1 ms/msg  : %.2fx   (target <= 1.5x)"
+                  % (q, lat(q, 1) / lat("postfix", 1)))
         print("ratio qtools/aio      s=20 msgs/s : %.2fx ; s=1 ms/msg %.2fx"
               % (rate("qtools", 20) / rate("aio", 20), lat("qtools", 1) / lat("aio", 1)))
         if a.base:

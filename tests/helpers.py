@@ -32,12 +32,16 @@ def qbin(name):
 
 def qenv(mode="elide", **extra):
     """Environment for qtools processes: QBIN first on PATH, then the system
-    (so /bin/sh, true, cat resolve); elision on or off."""
+    (so /bin/sh, true, cat resolve); elision on or off, or on with
+    tcpserver children reused (mode "reuse")."""
     env = dict(os.environ)
     env["PATH"] = QBIN + ":/usr/local/bin:/usr/bin:/bin"
     env.pop("QTOOLS_NOELIDE", None)
+    env.pop("QTOOLS_REUSE", None)
     if mode == "noelide":
         env["QTOOLS_NOELIDE"] = "1"
+    elif mode == "reuse":
+        env["QTOOLS_REUSE"] = "100"
     for k, v in extra.items():
         if v is None:
             env.pop(k, None)

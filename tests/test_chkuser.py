@@ -21,6 +21,8 @@ from vpoptools import (VHome, mariadb, mariadb_template, private_mariadb,  # noq
 from qtools.qmail.chkuser import REPLY as CHK
 from qtools.qmail.smtpd import REPLY
 
+MODES = ("elide", "noelide", "reuse")    # conftest: the reuse mode too
+
 DOM = "yourdomain.net"
 GREETING = b"220 yourdomain.net ESMTP\r\n"
 OK = b"250 ok\r\n"

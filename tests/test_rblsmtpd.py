@@ -20,6 +20,8 @@ from dnstest import Dnsmasq
 from helpers import TcpServer, qbin, qenv, wait_until
 from qtools.ucspi import rblsmtpd
 
+MODES = ("elide", "noelide", "reuse")    # conftest: the reuse mode too
+
 SESSION = (b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<b@c>\r\nhelp\r\nNOOP\r\nrset x\r\nehlo\r\n"
            b"DATA\r\nqu\0it\r\nquit\0x\r\nQuIt\r\r\nhelo\tx\r\n\r\n\nquit \r\nHELO after\r\n")
 USAGE = (b"rblsmtpd: usage: rblsmtpd [ -b ] [ -R ] [ -t timeout ] [ -r base ] [ -a base ]"

@@ -19,6 +19,8 @@ from smtpdtools import (GREETING, Client, body_of, certfile, connect, fake_queue
 from qtools.lib import cdb
 from qtools.qmail.smtpd import REPLY, Blast, addrparse, date822, received
 
+MODES = ("elide", "noelide", "reuse")    # conftest: the reuse mode too
+
 EHLO_PLAIN = (b"250-mx.example.test\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250-8BITMIME\r\n"
               b"250 SIZE 0\r\n")
 

@@ -13,6 +13,8 @@ from smtpdtools import (certfile, checkpassword, connect, make_home, queued,  # 
 
 from qtools.qmail.smtpd import REPLY
 
+MODES = ("elide", "noelide", "reuse")    # conftest: the reuse mode too
+
 B = lambda s: base64.b64encode(s).decode().encode()    # noqa: E731
 USER = b"test@test.net"
 

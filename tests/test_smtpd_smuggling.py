@@ -12,6 +12,8 @@ from smtpdtools import body_of, connect, make_home, queued, server, todo
 
 from qtools.qmail.smtpd import CONT, END, REPLY, STRAY, Blast
 
+MODES = ("elide", "noelide", "reuse")    # conftest: the reuse mode too
+
 SMUGGLED = (b"MAIL FROM:<spoof@x.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n"
             b"Subject: smuggled\r\n\r\nevil\r\n.\r\n")
 

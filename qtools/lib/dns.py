@@ -32,10 +32,12 @@ def _servers(spec):
 
 
 def resolver():
+    """The resolver for $DNSCACHEIP as it is now (a reusing tcpserver child
+    can serve clients whose rules set it apart)."""
     global _resolver
-    if _resolver is None:
+    spec = os.environ.get("DNSCACHEIP")
+    if _resolver is None or _resolver[0] != spec:
         import dns.resolver
-        spec = os.environ.get("DNSCACHEIP")
         if spec:
             r = dns.resolver.Resolver(configure=False)
             servers = _servers(spec)
@@ -47,8 +49,8 @@ def resolver():
         r.timeout = float(os.environ.get("QTOOLS_DNSTIMEOUT", "2"))
         r.lifetime = r.timeout * 2
         r.cache = None
-        _resolver = r
-    return _resolver
+        _resolver = (spec, r)
+    return _resolver[1]
 
 
 def warm():

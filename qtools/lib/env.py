@@ -38,3 +38,10 @@ def setb(name, value):
         _putenv(name, value)
         _data[name] = value
 
+
+
+def items():
+    """(name, value) pairs of the environment, as bytes."""
+    if _data is None:
+        return os.environb.items()
+    return _data.items()

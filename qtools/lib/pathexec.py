@@ -41,6 +41,11 @@ def _apply_env():
         del _edits[:]
 
 
+def discard_env():
+    """Drop the env() changes queued and not applied."""
+    del _edits[:]
+
+
 def elision_enabled():
     return not _env.getb(b"QTOOLS_NOELIDE")
 
@@ -315,6 +320,17 @@ def snapshot(signals=False, closed=()):
         _reset = (len(sig.caught), [s for s in sig.caught.union(_USUAL) if _handled(s)])
 
 
+def close_cloexec(but=()):
+    """Close the close-on-exec descriptors snapshot() found, but those named
+    (what every elided program and every exec would close first)."""
+    for fd in _cloexec or ():
+        if fd not in but:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def _handled(s):
     h = _signal.getsignal(s)
     return h != _SIG_DFL and h != _SIG_IGN
@@ -334,12 +350,21 @@ def _inheritable(fd):
         return True                         # not open: nothing to close
 
 
-def exec_state():
+def exec_state(keep_own=False):
     """Put this process into the state execve would leave a fresh Python in:
     close-on-exec fds closed, caught signals back to SIG_DFL (ignored ones
     stay ignored, the mask is kept), SIGPIPE/SIGXFSZ ignored and SIGINT on
-    KeyboardInterrupt as Python's start-up sets them."""
+    KeyboardInterrupt as Python's start-up sets them.  keep_own: a reusing
+    process (reusing()) keeps its own descriptors; without it, they are
+    closed and the process no longer takes programs' ends back."""
+    global _reuser
     fds = _cloexec if _cloexec is not None else _open_fds()
+    if _hidden:
+        if keep_own and os.getpid() == _reuser:
+            fds = [fd for fd in fds if fd not in _hidden]
+        else:
+            fds = list(fds) + list(_hidden)
+            _reuser = 0
     for fd in fds:
         if not _inheritable(fd):
             try:
@@ -365,29 +390,57 @@ def exec_state():
 
 
 def run_elided(modname, argv, title=None):
-    """Run a qtools program in this process as if exec'd, then _exit."""
+    """Run a qtools program in this process as if exec'd, then _exit.  In a
+    process that takes ends back (reusing()), a program whose module says
+    REUSABLE = True does not _exit: its status is raised as run.Exited for
+    that process to go on with (an outer elided program passes an inner
+    one's end on only if it is REUSABLE too, else it _exits with it)."""
     code = 111
+    mod = sys.modules.get(modname)          # preloaded: no import machinery
+    # a reusing process goes on after a REUSABLE program it preloaded; any
+    # other program ends it, and must not see its descriptors
+    back = bool(_reuser) and getattr(mod, "REUSABLE", False) and os.getpid() == _reuser
     try:
-        exec_state()
+        exec_state(keep_own=back)
         sys.argv = list(argv)
         if proctitle.loaded():
             proctitle.set(" ".join(title or argv))
-        mod = sys.modules.get(modname)      # preloaded: no import machinery
         try:
             if mod is None:
                 __import__(modname)
                 mod = sys.modules[modname]
         except BaseException as e:               # noqa: BLE001 - said, not raised
+            back = False
             name = os.path.basename((title or argv)[0])
             os.write(2, ("%s: fatal: unable to load %s: %s: %s\n"
                          % (name, modname, type(e).__name__, e)).encode("utf-8", "replace"))
-            return
-        code = _run.guard(mod, list(argv))
+        else:
+            code = _run.guard(mod, list(argv))
+    except _run.Exited as e:                # an inner elided program's end
+        code = e.code
+    except BaseException:                   # noqa: BLE001 - exit 111, as before an exec
+        pass
     finally:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         except Exception:
             pass
-        os._exit(code)
+    if back and _reuser == os.getpid():     # (an inner program may have ended that)
+        raise _run.Exited(code)
+    os._exit(code)
 
+
+_reuser = 0             # the pid that takes REUSABLE programs' ends back (reusing())
+_hidden = ()            # its own descriptors: closed by whatever it elides further
+
+
+def reusing(pid, hidden=()):
+    """This process (pid) runs programs one after another by elision and
+    takes a REUSABLE program's end back as run.Exited (qtools.lib.reuse).
+    hidden: its own close-on-exec descriptors, which it keeps across the
+    programs it runs, but which any process forked from it closes when it
+    elides, as an execve would close them."""
+    global _reuser, _hidden
+    _reuser = pid
+    _hidden = tuple(hidden)

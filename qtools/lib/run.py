@@ -8,6 +8,17 @@ import os
 import sys
 
 
+class Exited(BaseException):
+    """A program's end, carried back to the process that started it instead
+    of an _exit: how a reusing tcpserver child (qtools.lib.reuse) gets the
+    status of a REUSABLE program it ran by exec elision.  Never caught as an
+    error: guard() lets it through."""
+
+    def __init__(self, code):
+        BaseException.__init__(self, code)
+        self.code = code
+
+
 def _flush():
     for f in (sys.stdout, sys.stderr):
         try:
@@ -24,6 +35,8 @@ def guard(mod, argv):
         code = mod.main(argv)
     except SystemExit as e:
         code = e.code
+    except Exited:
+        raise
     except KeyboardInterrupt:
         code = 130
     except MemoryError:

@@ -151,6 +151,7 @@ import time
 PROG = "qmail-smtpd"
 USAGE = "qmail-smtpd [ checkprogram subprogram ... ]"
 FAST_EXIT = True                # everything goes out through os.write
+REUSABLE = True                 # a session leaves nothing behind (qtools.lib.reuse)
 
 REPLY = {
     "timeout": b"451 timeout (#4.4.2)\r\n",
@@ -1117,7 +1118,7 @@ class Session:
                 b"\n")
             self.out(REPLY["internal"])
             return self.finish(111, True)
-        return 0
+        return self.finish(0)
 
     def finish(self, code, linger=False):
         try:
@@ -1127,7 +1128,17 @@ class Session:
                 self.conn.flush()
         except Exit:
             pass
+        self.release()
         return code
+
+    def release(self):
+        """Close what the session opened (morercpthosts.cdb, chkuser's user
+        store): a reusing tcpserver child serves the next client after it."""
+        self.child_close()
+        self.mrh = None
+        if self.chk:
+            self.chk.close()
+            self.chk = None
 
     def greetdelay(self):
         cfg = self.cfg

@@ -18,8 +18,10 @@ and each child runs it without an exec (see qtools.lib.pathexec); set
 QTOOLS_NOELIDE=1 for a real exec.  Children are forked ahead, in batches of
 up to six, and wait in accept() (waiting plus busy never exceed -c); as the child
 that accepted logs its own `pid P from IP`, the parent's `status: N/L` for
-that connection may come just after it instead of just before.  A fork
-failure is retried, never drops a connection.  -4 is accepted (IPv4 is the
+that connection may come just after it instead of just before.  With
+QTOOLS_REUSE=N a child that ran a REUSABLE program takes up to N connections
+in turn (serve_many, qtools.lib.reuse).  A fork failure is retried, never
+drops a connection.  -4 is accepted (IPv4 is the
 default).  See man/man1/tcpserver.1.
 
 Exit codes: 100 usage, 111 setup failure, 0 on SIGTERM.  Children exit 100
@@ -42,9 +44,11 @@ USAGE = ("tcpserver: usage: tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x ru
          " [ -t timeout ] host port program\n")
 OPTS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO4"
 DROP = "tcpserver: warning: dropping connection, "
+WAITING = "tcpserver: waiting for a connection"      # a waiting child's title
 
 
 class Config:
+    reuse = 1                   # connections a child serves (QTOOLS_REUSE)
     verbosity = 1
     limit = 40
     rules = None
@@ -240,16 +244,31 @@ class Server:
                 self.notified()          # a child's notice is written before it can die
                 self.reap()
 
+    # A child tells the parent about itself on the notify pipe in records of
+    # 8 bytes (written whole: a pipe never splits them): its pid, then
+    # ACCEPTED, or the wait status of a connection it served and is done with
+    # (QTOOLS_REUSE: it waits for the next one).
+    ACCEPTED = 0xFFFFFFFF
+
+    def tell(self, what):
+        os.write(self.notify_w, os.getpid().to_bytes(4, "little") + what.to_bytes(4, "little"))
+
     def notified(self):
         try:
             data = os.read(self.notify_r, 4096)
         except BlockingIOError:
             return
-        for k in range(0, len(data) - 3, 4):
+        for k in range(0, len(data) - 7, 8):
             pid = int.from_bytes(data[k:k + 4], "little")
-            if pid in self.spares:
-                self.spares.discard(pid)
-                self.children[pid] = True
+            what = int.from_bytes(data[k + 4:k + 8], "little")
+            if what == self.ACCEPTED:
+                if pid in self.spares:
+                    self.spares.discard(pid)
+                    self.children[pid] = True
+                    self.status()
+            elif self.children.pop(pid, None):
+                self.log(b"tcpserver: end %d status %d\n" % (pid, what))
+                self.spares.add(pid)
                 self.status()
 
     def fork_spare(self):
@@ -266,9 +285,7 @@ class Server:
                 # waiting child never sees EOF and keeps accepting after the
                 # parent is gone
                 os.close(self.death_w)
-                csock, addr = self.wait_accept()
-                os.write(self.notify_w, os.getpid().to_bytes(4, "little"))
-                Child(self.cfg, csock, addr).run()
+                code = self.serve()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 111
             except BaseException as e:                  # noqa: BLE001
@@ -280,18 +297,78 @@ class Server:
         self.spares.add(pid)
         return True
 
-    def wait_accept(self):
-        """In a waiting child: accept one connection, or exit with the parent."""
-        lfd = self.sock.fileno()
-        death_r = self.death_r
+    def serve(self):
+        """In a forked child: wait for a connection and serve it (the C
+        tcpserver's child); with QTOOLS_REUSE, serve_many()."""
         # ps shows the waiting children apart from the server itself
-        proctitle.set("tcpserver: waiting for a connection")
+        proctitle.set(WAITING)
         # a nearly idle server (as the parent saw it at the fork) lets its
         # waiting children rehearse the connection's path (the program's
         # rehearse hook: control files, replies) so that its page faults
         # come before a client waits; a busy one saves the CPU
         if len(self.children) < 2:
             pathexec.rehearse(self.cfg.argv)
+        if self.cfg.reuse > 1:
+            return self.serve_many()
+        csock, addr = self.wait_accept()
+        for fd in (self.sock.fileno(), self.wake_r, self.death_r, self.notify_r):
+            os.close(fd)
+        # the socket object the parent made takes over the connection
+        os.dup2(csock, self.csock.fileno(), inheritable=False)
+        os.close(csock)
+        self.tell(self.ACCEPTED)
+        Child(self.cfg, self.csock, addr).run()
+        return 111
+
+    # a child that served a connection and waits for the next exits after
+    # this many seconds without one (Postfix's max_idle)
+    IDLE = 100
+
+    def serve_many(self):
+        """QTOOLS_REUSE=N: serve up to N connections one after another, the
+        process put back as it was between them (qtools.lib.reuse); the
+        first program that is not REUSABLE, or any doubt, ends the child
+        as a C one ends.  Returns the exit code of the last connection."""
+        from qtools.lib import reuse, run
+        os.close(self.wake_r)
+        os.close(self.notify_r)
+        try:
+            _signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):
+            pass
+        self.csock.close()          # each connection gets its own socket object
+        own = (self.sock.fileno(), self.death_r, self.notify_w)
+        # what the first program would close (the parent's close-on-exec
+        # descriptors), closed now: what is open from here on is kept
+        pathexec.close_cloexec(but=own)
+        base = reuse.Baseline()
+        pathexec.reusing(os.getpid(), own + base.fds)
+        code = 0
+        for n in range(self.cfg.reuse):
+            fd, addr = self.wait_accept(self.IDLE if n else None)
+            if fd is None:
+                return 0                    # idle: the parent makes new ones as needed
+            self.tell(self.ACCEPTED)
+            child = Child(self.cfg, _socket.socket(fileno=fd), addr)
+            try:
+                child.run()
+            except run.Exited as e:             # a REUSABLE program's end
+                code = e.code
+            except SystemExit as e:             # denied, or dropped
+                code = e.code if isinstance(e.code, int) else 111
+            finally:
+                child.close()
+            if n + 1 == self.cfg.reuse or not base.restore():
+                return code
+            self.tell((code & 0xFF) << 8)
+            proctitle.set(WAITING)
+        return code
+
+    def wait_accept(self, idle=None):
+        """In a waiting child: (fd, address) of a connection, or (None, None)
+        after idle seconds without one; exits with the parent."""
+        lfd = self.sock.fileno()
+        death_r = self.death_r
         try:
             ep = select.epoll(2)
             ep.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -299,28 +376,25 @@ class Server:
             poll = ep.poll
         except (AttributeError, OSError):               # no epoll: select()
             ep = None
-        while True:
-            if ep is not None:
-                ready = [fd for fd, _ in poll()]
-            else:
-                ready = select.select([lfd, death_r], [], [])[0]
-            if death_r in ready:
-                os._exit(0)
-            try:
-                t, addr = self.sock._accept()
-            except (BlockingIOError, InterruptedError):
-                continue                                # another child took it
-            except OSError:
-                continue
+        try:
+            while True:
+                if ep is not None:
+                    ready = [fd for fd, _ in poll(-1 if idle is None else idle)]
+                else:
+                    ready = select.select([lfd, death_r], [], [], idle)[0]
+                if death_r in ready:
+                    os._exit(0)
+                if not ready:
+                    return None, None
+                try:
+                    return self.sock._accept()
+                except (BlockingIOError, InterruptedError):
+                    continue                            # another child took it
+                except OSError:
+                    continue
+        finally:
             if ep is not None:
                 ep.close()
-            for fd in (lfd, self.wake_r, death_r, self.notify_r):
-                os.close(fd)
-            # the socket object the parent made takes over the connection
-            csock = self.csock
-            os.dup2(t, csock.fileno(), inheritable=False)
-            os.close(t)
-            return csock, addr
 
     def reap(self):
         while True:
@@ -365,6 +439,18 @@ class Child:
         self.sock = sock
         self.fd = sock.fileno()
         self.remoteip, self.remoteport = addr[0], addr[1]
+
+    def close(self):
+        """The connection, if run() ended (deny, drop) before it became fds
+        0 and 1 (a C child's exit closes it; a reusing one must)."""
+        if self.sock.fileno() >= 0:
+            self.sock.close()           # not detached yet: it owns the descriptor
+        elif self.fd > 1:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd = -1
 
     def drop(self, *parts):
         if self.cfg.verbosity >= 1:
@@ -455,6 +541,7 @@ class Child:
                 os.dup2(fd, 0)
                 if fd != 1:
                     os.close(fd)
+            self.fd = 0
             os.set_inheritable(0, True)
             os.dup2(0, 1)
         except OSError as e:
@@ -539,6 +626,9 @@ def main(argv):
     except UsageError:
         os.write(2, USAGE.encode())
         return 100
+    x = _env.getb(b"QTOOLS_REUSE")
+    if x:
+        cfg.reuse = max(1, scan_ulong(x.decode("latin-1")))
     srv = Server(cfg)
     s = srv.listen()
     # Load what every child will need once, here, so a connection costs a
@@ -551,6 +641,9 @@ def main(argv):
         except Exception:
             pass
     pathexec.preload(cfg.argv)
+    if cfg.reuse > 1:
+        from qtools.lib import reuse
+        reuse.warm()
     from qtools.lib import proctitle
     proctitle.from_argv(argv)
     srv.drop_privileges()
