@@ -358,7 +358,7 @@ class Server:
                 code = e.code if isinstance(e.code, int) else 111
             finally:
                 child.close()
-            if n + 1 == self.cfg.reuse or not base.restore():
+            if n + 1 == self.cfg.reuse or not _restored(base):
                 return code
             self.tell((code & 0xFF) << 8)
             proctitle.set(WAITING)
@@ -554,6 +554,15 @@ class Child:
             pathexec.pathexec_run(cfg.argv)
         except OSError as e:
             self.drop("unable to run ", cfg.argv[0], ": ", e)
+
+
+def _restored(base):
+    """base.restore(), any trouble with it a reason to exit (the connection
+    was served)."""
+    try:
+        return base.restore()
+    except Exception:                               # noqa: BLE001 - exit as a C child
+        return False
 
 
 def _is_ip4(s):
