@@ -53,7 +53,7 @@ PROG = "rblsmtpd"
 USAGE = "rblsmtpd [ -b ] [ -R ] [ -t timeout ] [ -r base ] [ -a base ] smtpd [ arg ... ]"
 OPTS = "bBcCt:r:a:"
 FAST_EXIT = True            # everything is written with os.write
-REUSABLE = True             # leaves nothing behind (qtools.lib.reuse); dialogue() _exits
+REUSABLE = True             # leaves nothing behind (qtools.lib.reuse); a timeout _exits
 
 GREET = b"220 rblsmtpd.local\r\n"
 OK = b"250 rblsmtpd.local\r\n"
