@@ -385,3 +385,28 @@ def test_baseline_puts_everything_back():
 @pytest.mark.parametrize("case", ["fd", "grow"] + (["ids"] if os.geteuid() == 0 else []))
 def test_baseline_refuses_what_it_cannot_undo(case):
     assert run_baseline(case)[0] is False
+
+
+def test_waiting_child_gives_up_after_idle_seconds():
+    """serve_many's wait: (None, None) after `idle` seconds without a
+    connection (the child then exits; the parent forks others as needed),
+    a connection as soon as one comes."""
+    from qtools.ucspi import tcpserver
+    srv = tcpserver.Server(tcpserver.Config())
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    lsock.setblocking(False)
+    srv.sock = lsock
+    srv.death_r, death_w = os.pipe()
+    try:
+        assert srv.wait_accept(0.05) == (None, None)
+        c = socket.create_connection(lsock.getsockname(), timeout=10)
+        fd, addr = srv.wait_accept(10)
+        assert fd is not None and addr[0] == "127.0.0.1"
+        os.close(fd)
+        c.close()
+    finally:
+        lsock.close()
+        os.close(srv.death_r)
+        os.close(death_w)
