@@ -17,7 +17,7 @@ import sys
 
 import _signal
 
-from qtools.lib import env as _env, proctitle, run as _run, sig
+from qtools.lib import env as _env, fd as fdio, proctitle, run as _run, sig
 
 _SIG_DFL, _SIG_IGN = _signal.SIG_DFL, _signal.SIG_IGN
 _SIGPIPE, _SIGXFSZ, _SIGINT = _signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT
@@ -315,7 +315,7 @@ def snapshot(signals=False, closed=()):
     child closes itself before it elides (not looked at again there: a
     closed fd costs an exception to find out)."""
     global _cloexec, _reset
-    _cloexec = [fd for fd in _open_fds() if fd not in closed and not _inheritable(fd)]
+    _cloexec = [fd for fd in fdio.open_fds() if fd not in closed and not _inheritable(fd)]
     if signals:
         _reset = (len(sig.caught), [s for s in sig.caught.union(_USUAL) if _handled(s)])
 
@@ -336,13 +336,6 @@ def _handled(s):
     return h != _SIG_DFL and h != _SIG_IGN
 
 
-def _open_fds():
-    try:
-        return [int(f) for f in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
-
-
 def _inheritable(fd):
     try:
         return os.get_inheritable(fd)
@@ -358,7 +351,7 @@ def exec_state(keep_own=False):
     process (reusing()) keeps its own descriptors; without it, they are
     closed and the process no longer takes programs' ends back."""
     global _reuser
-    fds = _cloexec if _cloexec is not None else _open_fds()
+    fds = _cloexec if _cloexec is not None else fdio.open_fds()
     if _hidden:
         if keep_own and os.getpid() == _reuser:
             fds = [fd for fd in fds if fd not in _hidden]
@@ -371,10 +364,7 @@ def exec_state(keep_own=False):
                 os.close(fd)
             except OSError:
                 pass
-    try:
-        _signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        pass
+    sig.no_wakeup()
     if _reset is not None and len(sig.caught) == _reset[0]:
         for s in _reset[1]:
             _signal.signal(s, _SIG_DFL)

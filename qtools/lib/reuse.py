@@ -28,7 +28,7 @@ import sys
 
 import _signal
 
-from qtools.lib import env as _env, pathexec, sig
+from qtools.lib import env as _env, fd as fdio, pathexec, sig
 
 RSS_GROWTH = 16 << 20       # bytes a child may grow by over its first connection
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -77,7 +77,7 @@ class Baseline:
         self.cwd = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
         self.err = os.dup(2)                    # close-on-exec, as os.dup makes it
         self.fds = (self.cwd, self.err)
-        self.keep = frozenset(_open_fds()) | {0, 1, 2}
+        self.keep = frozenset(fdio.open_fds()) | {0, 1, 2}
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.ids = _ids()
@@ -124,7 +124,7 @@ class Baseline:
         os.dup2(self.err, 2)
 
     def strays(self):
-        return [fd for fd in _open_fds() if fd not in self.keep]
+        return [fd for fd in fdio.open_fds() if fd not in self.keep]
 
     def descriptors(self):
         """No descriptor of the last connection is left (a garbage cycle that
@@ -161,10 +161,7 @@ class Baseline:
         _signal.alarm(0)
         for t in _ITIMERS:
             _signal.setitimer(t, 0)
-        try:
-            _signal.set_wakeup_fd(-1)
-        except (ValueError, OSError):
-            pass
+        sig.no_wakeup()
         return ok
 
     def no_children(self):
@@ -176,19 +173,6 @@ class Baseline:
                 return True
             if pid == 0:
                 return False
-
-
-def _open_fds():
-    """The open descriptors (not the one the listing itself used)."""
-    out = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            os.fstat(fd)                        # the listing's own is closed by now
-        except OSError:
-            continue
-        out.append(fd)
-    return out
 
 
 def _threads():

@@ -14,6 +14,14 @@ import _signal as signal
 caught = set()
 
 
+def no_wakeup():
+    """No signal wakeup descriptor (a parent's self-pipe) in this process."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+
+
 def block(*sigs):
     signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
 

@@ -332,10 +332,7 @@ class Server:
         from qtools.lib import reuse, run
         os.close(self.wake_r)
         os.close(self.notify_r)
-        try:
-            _signal.set_wakeup_fd(-1)
-        except (ValueError, OSError):
-            pass
+        sig.no_wakeup()
         self.csock.close()          # each connection gets its own socket object
         own = (self.sock.fileno(), self.death_r, self.notify_w)
         # what the first program would close (the parent's close-on-exec
